@@ -1,0 +1,58 @@
+//! The command line: what each subcommand is for, as `--help` shows it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::demo::DemoArgs;
+use crate::simulator::{SimulateArgs, SIMULATE_ABOUT};
+
+/// Exit status for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status when the work failed (API, database, runtime).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for a usage or configuration error: fix the command or the file.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Copies DiDi Cloud custom images across regions from a SQLite queue and tracks each
+/// import to its end.
+///
+/// Queue a request with one INSERT into the `import_requests` table; read where everything
+/// is with `SELECT * FROM request_status` and one request's story with
+/// `SELECT * FROM request_history WHERE request_id = N`.
+#[derive(Debug, Parser)]
+#[command(name = "cimg-importd", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: /etc/cimg-importd/config.toml if it exists,
+    /// else built-in defaults. Environment variables CIMG_IMPORTD__SECTION__KEY override it.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        value_name = "PATH",
+        env = "CIMG_IMPORTD_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: submit queued requests, poll their jobs, record their history.
+    /// Stops cleanly on SIGINT or SIGTERM.
+    Run,
+    /// Create or upgrade the database, then exit, so rows can be queued before the first
+    /// start.
+    Migrate,
+    /// Serve a loopback simulator of the ImportCIMG, JobResult and ListCIMG endpoints, for
+    /// trying the daemon without a cloud account.
+    #[command(long_about = SIMULATE_ABOUT)]
+    Simulate(SimulateArgs),
+    /// Show the whole path on a fresh database: start a simulator, queue six requests with
+    /// plain SQL, run the daemon until all have ended, print the tables.
+    Demo(DemoArgs),
+}

@@ -1,0 +1,600 @@
+//! Configuration: built-in defaults, then the TOML file, then environment variables.
+//!
+//! Every key has a default here and is documented in `config.example.toml`; a test keeps
+//! the two in step. Environment variables are named `CIMG_IMPORTD__<SECTION>__<KEY>`
+//! (double underscores, so keys such as `batch_size` keep their own underscore). Unknown
+//! keys and unreadable values are errors that name the key.
+//!
+//! The API token is deliberately not a configuration key: it is read from a file, the
+//! systemd credential directory or one environment variable (see [`Token::discover`]), so
+//! that it never sits in a world-readable TOML file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Where the daemon looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/cimg-importd/config.toml";
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "CIMG_IMPORTD";
+
+/// Environment variable holding the API token when neither a token file nor a systemd
+/// credential is available.
+pub const TOKEN_ENV: &str = "CIMG_IMPORTD_TOKEN";
+
+/// The whole configuration, as read from defaults, file and environment.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where the queue and history live.
+    pub database: DatabaseSettings,
+    /// How to reach the ImportCIMG API.
+    pub api: ApiSettings,
+    /// How queued rows are picked up and submitted.
+    pub queue: QueueSettings,
+    /// How running jobs are polled.
+    pub poll: PollSettings,
+    /// How the daemon starts and stops.
+    pub service: ServiceSettings,
+    /// What the daemon logs.
+    pub log: LogSettings,
+}
+
+/// `[service]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSettings {
+    /// On SIGTERM, how long calls already in flight may take to finish and be recorded.
+    /// Kept below systemd's default stop timeout (90 s). Default 20 s.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// SQLite file; created with its directory's permissions if missing.
+    /// Default `/var/lib/cimg-importd/imports.db`.
+    pub path: PathBuf,
+    /// How long a statement waits for another writer (an operator's `sqlite3`) before it
+    /// gives up and is retried. Default 5 s.
+    #[serde(with = "duration")]
+    pub busy_timeout: Duration,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Base URL of the OpenAPI. Default `https://open.didiyunapi.com`.
+    pub base_url: String,
+    /// File holding the bearer token. Default none: then `$CREDENTIALS_DIRECTORY/token`,
+    /// then the `CIMG_IMPORTD_TOKEN` environment variable.
+    pub token_file: Option<PathBuf>,
+    /// Time allowed to open a connection. Default 10 s.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for a whole call, from sending to the last byte of the answer.
+    /// Default 30 s.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// How each errno is handled; see [`ErrnoSettings`].
+    pub errno: ErrnoSettings,
+}
+
+/// `[api.errno]`: which API error codes mean what. A code in none of the lists is treated
+/// as transient, but only up to `queue.max_attempts`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrnoSettings {
+    /// Worth retrying later with backoff. Default `[2, 3, 40000]`.
+    pub transient: Vec<i64>,
+    /// Fatal for the whole account (bad token, arrears, no permission): submissions pause
+    /// instead of spending attempts. Default `[4, 1000011, 1100020, 10000001]`.
+    pub account_wide: Vec<i64>,
+    /// The request itself is wrong; retrying it unchanged cannot help.
+    /// Default `[1, 13, 41026]`.
+    pub permanent: Vec<i64>,
+}
+
+/// `[queue]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// How often the queue is checked for new rows. A row inserted by another process is
+    /// picked up within this time. Default 1 s.
+    #[serde(with = "duration")]
+    pub scan_interval: Duration,
+    /// Most ImportCIMG calls in flight at once. Default 8.
+    pub concurrency: usize,
+    /// Attempts before a request that keeps failing transiently is marked `failed`.
+    /// Default 6.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with each attempt, with jitter. Default 10 s.
+    #[serde(with = "duration")]
+    pub retry_initial: Duration,
+    /// Longest wait between two attempts. Default 10 min.
+    #[serde(with = "duration")]
+    pub retry_max: Duration,
+    /// While the account is refused (bad token, arrears), how often one request is tried
+    /// to see whether it has cleared. Default 1 min.
+    #[serde(with = "duration")]
+    pub pause_probe_interval: Duration,
+    /// Region ids a request may name. Default empty: any id of `a-z`, `0-9` and `-`.
+    pub allowed_regions: Vec<String>,
+}
+
+/// `[poll]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollSettings {
+    /// Wait before a new job is first checked; the interval then doubles as the job
+    /// ages. Default 10 s.
+    #[serde(with = "duration")]
+    pub initial_interval: Duration,
+    /// Longest wait between two checks of one job. Default 5 min.
+    #[serde(with = "duration")]
+    pub max_interval: Duration,
+    /// Most job uuids in one JobResult call. Default 100.
+    pub batch_size: usize,
+    /// Most JobResult calls in flight at once. Default 4.
+    pub concurrency: usize,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A `tracing` filter such as `info` or `cimg_importd=debug`; `RUST_LOG`, when set,
+    /// wins. Default `info`.
+    pub level: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            path: PathBuf::from("/var/lib/cimg-importd/imports.db"),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            base_url: "https://open.didiyunapi.com".to_owned(),
+            token_file: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            errno: ErrnoSettings::default(),
+        }
+    }
+}
+
+impl Default for ErrnoSettings {
+    fn default() -> Self {
+        ErrnoSettings {
+            transient: vec![2, 3, 40000],
+            account_wide: vec![4, 1_000_011, 1_100_020, 10_000_001],
+            permanent: vec![1, 13, 41026],
+        }
+    }
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            scan_interval: Duration::from_secs(1),
+            concurrency: 8,
+            max_attempts: 6,
+            retry_initial: Duration::from_secs(10),
+            retry_max: Duration::from_secs(600),
+            pause_probe_interval: Duration::from_secs(60),
+            allowed_regions: Vec::new(),
+        }
+    }
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        PollSettings {
+            initial_interval: Duration::from_secs(10),
+            max_interval: Duration::from_secs(300),
+            batch_size: 100,
+            concurrency: 4,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `path` (or [`DEFAULT_CONFIG_PATH`] if it exists), then the
+    /// `CIMG_IMPORTD__…` environment variables.
+    ///
+    /// # Errors
+    ///
+    /// An explicitly named file that is missing, a file that is not valid TOML, an unknown
+    /// key, a value of the wrong type or a value that breaks a rule of [`Settings::check`].
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
+        Self::load_from(path, std::env::vars())
+    }
+
+    /// [`Settings::load`] with the environment given explicitly, for tests.
+    pub fn load_from(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder();
+        match path {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!(
+                        "configuration file `{}` not found: check the --config path",
+                        path.display()
+                    );
+                }
+                builder =
+                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            }
+            None => {
+                let default = Path::new(DEFAULT_CONFIG_PATH);
+                if default.is_file() {
+                    builder = builder.add_source(config::File::from(default));
+                }
+            }
+        }
+
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("api.errno.transient")
+            .with_list_parse_key("api.errno.account_wide")
+            .with_list_parse_key("api.errno.permanent")
+            .with_list_parse_key("queue.allowed_regions")
+            .try_parsing(true)
+            .source(Some(env));
+
+        let settings: Settings = builder
+            .add_source(environment)
+            .build()
+            .and_then(|config| config.try_deserialize())
+            .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rules that the types alone do not enforce.
+    ///
+    /// # Errors
+    ///
+    /// The first broken rule, naming its key.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("queue.concurrency", self.queue.concurrency),
+            ("queue.max_attempts", self.queue.max_attempts as usize),
+            ("poll.batch_size", self.poll.batch_size),
+            ("poll.concurrency", self.poll.concurrency),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                bail!("invalid configuration: `{key}` must be at least 1");
+            }
+        }
+        let nonzero = [
+            ("queue.scan_interval", self.queue.scan_interval),
+            ("queue.retry_initial", self.queue.retry_initial),
+            (
+                "queue.pause_probe_interval",
+                self.queue.pause_probe_interval,
+            ),
+            ("poll.initial_interval", self.poll.initial_interval),
+            ("api.connect_timeout", self.api.connect_timeout),
+            ("api.request_timeout", self.api.request_timeout),
+        ];
+        for (key, value) in nonzero {
+            if value.is_zero() {
+                bail!("invalid configuration: `{key}` must be longer than zero");
+            }
+        }
+        if self.poll.max_interval < self.poll.initial_interval {
+            bail!(
+                "invalid configuration: `poll.max_interval` ({}) is shorter than \
+                 `poll.initial_interval` ({})",
+                humantime::format_duration(self.poll.max_interval),
+                humantime::format_duration(self.poll.initial_interval)
+            );
+        }
+        if self.queue.retry_max < self.queue.retry_initial {
+            bail!("invalid configuration: `queue.retry_max` is shorter than `queue.retry_initial`");
+        }
+        url::Url::parse(&self.api.base_url).with_context(|| {
+            format!(
+                "invalid configuration: `api.base_url` `{}` is not a URL",
+                self.api.base_url
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// The API bearer token. It grants full access to the account, so it is never logged,
+/// never stored in the database and never shown by `Debug`.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Where a token was found, for messages that must not show the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `api.token_file`.
+    File(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY/token`, as passed by systemd's `LoadCredential=`.
+    Credential(PathBuf),
+    /// The `CIMG_IMPORTD_TOKEN` environment variable.
+    Environment,
+    /// Given directly by the caller (the demo).
+    Given,
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::File(path) => write!(f, "file {}", path.display()),
+            TokenSource::Credential(path) => write!(f, "systemd credential {}", path.display()),
+            TokenSource::Environment => write!(f, "environment variable {TOKEN_ENV}"),
+            TokenSource::Given => f.write_str("command line"),
+        }
+    }
+}
+
+impl Token {
+    /// Wraps a token that is already known.
+    ///
+    /// # Errors
+    ///
+    /// An empty token or one with inner whitespace.
+    pub fn new(value: &str) -> anyhow::Result<Token> {
+        let value = value.trim();
+        if value.is_empty() {
+            bail!("the API token is empty");
+        }
+        if value.chars().any(char::is_whitespace) {
+            bail!("the API token contains whitespace: expected one line such as 64 hex characters");
+        }
+        Ok(Token(value.to_owned()))
+    }
+
+    /// The secret itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Finds the token: `api.token_file`, else `$CREDENTIALS_DIRECTORY/token`, else
+    /// `CIMG_IMPORTD_TOKEN`.
+    ///
+    /// # Errors
+    ///
+    /// No source has a token, or the chosen source cannot be read or holds no token.
+    pub fn discover(api: &ApiSettings) -> anyhow::Result<(Token, TokenSource)> {
+        if let Some(path) = &api.token_file {
+            return Ok((read_token_file(path)?, TokenSource::File(path.clone())));
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let path = Path::new(&dir).join("token");
+            if path.exists() {
+                return Ok((read_token_file(&path)?, TokenSource::Credential(path)));
+            }
+        }
+        if let Ok(value) = std::env::var(TOKEN_ENV) {
+            let token = Token::new(&value).with_context(|| format!("in {TOKEN_ENV}"))?;
+            return Ok((token, TokenSource::Environment));
+        }
+        bail!(
+            "no API token found: set `api.token_file`, pass a `token` credential with \
+             systemd's LoadCredential=, or set {TOKEN_ENV}"
+        )
+    }
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<Token> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API token file `{}`", path.display()))?;
+    Token::new(&text).with_context(|| format!("in the API token file `{}`", path.display()))
+}
+
+/// Serde helpers for durations written like `"10s"`, `"5m"` or `"1h 30m"`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Reads a human-written duration.
+    ///
+    /// # Errors
+    ///
+    /// A value that is not a string in humantime's format.
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(de)?;
+        humantime::parse_duration(&text).map_err(|err| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{text}` ({err}): expected e.g. `500ms`, `10s`, `5m`, `2h`"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_toml(text: &str) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load_from(Some(&path), Vec::new())
+    }
+
+    #[test]
+    fn example_file_documents_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let loaded = Settings::load_from(Some(&path), Vec::new()).unwrap();
+        assert_eq!(loaded, Settings::default());
+    }
+
+    #[test]
+    fn environment_sets_keys_that_contain_underscores() {
+        let loaded = Settings::load_from(
+            None,
+            env(&[
+                ("CIMG_IMPORTD__POLL__BATCH_SIZE", "50"),
+                ("CIMG_IMPORTD__POLL__MAX_INTERVAL", "2m"),
+                ("CIMG_IMPORTD__DATABASE__PATH", "/tmp/x.db"),
+                ("CIMG_IMPORTD__API__ERRNO__TRANSIENT", "2,3,77"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(loaded.poll.batch_size, 50);
+        assert_eq!(loaded.poll.max_interval, Duration::from_secs(120));
+        assert_eq!(loaded.database.path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(loaded.api.errno.transient, vec![2, 3, 77]);
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[poll]\nbatch_size = 20\n").unwrap();
+        let loaded = Settings::load_from(
+            Some(&path),
+            env(&[("CIMG_IMPORTD__POLL__BATCH_SIZE", "30")]),
+        )
+        .unwrap();
+        assert_eq!(loaded.poll.batch_size, 30);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_naming_the_key() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("unknown key", "[poll]\nbatch_sise = 5\n", &["batch_sise"]),
+            (
+                "unknown section",
+                "[polling]\nbatch_size = 5\n",
+                &["polling"],
+            ),
+            (
+                "bad duration",
+                "[poll]\nmax_interval = \"every 5 minutes\"\n",
+                &["every 5 minutes", "max_interval"],
+            ),
+            (
+                "wrong type",
+                "[poll]\nbatch_size = \"many\"\n",
+                &["batch_size"],
+            ),
+            (
+                "zero batch",
+                "[poll]\nbatch_size = 0\n",
+                &["poll.batch_size"],
+            ),
+            (
+                "bad url",
+                "[api]\nbase_url = \"not a url\"\n",
+                &["api.base_url"],
+            ),
+        ];
+        for (name, text, needles) in cases {
+            let err = format!("{:#}", load_toml(text).expect_err(name));
+            for needle in *needles {
+                assert!(
+                    err.contains(needle),
+                    "{name}: `{err}` does not mention `{needle}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_key() {
+        let err = Settings::load_from(None, env(&[("CIMG_IMPORTD__QUEUE__SCAN_INTERVAL", "soon")]))
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("scan_interval"), "{text}");
+    }
+
+    #[test]
+    fn missing_named_file_is_an_error() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/c.toml")), Vec::new());
+        assert!(format!("{:#}", err.unwrap_err()).contains("/nonexistent/c.toml"));
+    }
+
+    #[test]
+    fn token_debug_never_shows_the_secret() {
+        let token = Token::new("  abcdef0123  \n").unwrap();
+        assert_eq!(token.expose(), "abcdef0123");
+        assert!(!format!("{token:?}").contains("abcdef"));
+    }
+
+    #[test]
+    fn token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "feedbeef\n").unwrap();
+        let api = ApiSettings {
+            token_file: Some(path.clone()),
+            ..ApiSettings::default()
+        };
+        let (token, source) = Token::discover(&api).unwrap();
+        assert_eq!(token.expose(), "feedbeef");
+        assert_eq!(source, TokenSource::File(path));
+    }
+
+    #[test]
+    fn empty_token_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "\n").unwrap();
+        let api = ApiSettings {
+            token_file: Some(path),
+            ..ApiSettings::default()
+        };
+        let err = format!("{:#}", Token::discover(&api).unwrap_err());
+        assert!(err.contains("token file") && err.contains("empty"), "{err}");
+    }
+}

@@ -1,0 +1,39 @@
+//! cimg-importd queues cross-region copies of DiDi Cloud custom images from a SQLite table,
+//! submits each to the ImportCIMG API, tracks the job to its end and keeps the whole
+//! history in the same database.
+//!
+//! A tour, in the order a request meets the parts:
+//!
+//! - [`config`]: settings from defaults, the TOML file and the environment; the API token.
+//! - [`store`]: the SQLite database (queue, jobs, history); every SQL statement.
+//! - [`validate`]: checks a queued row before anything is sent.
+//! - [`submitter`]: claims due rows and calls ImportCIMG, a bounded number at a time.
+//! - [`api`]: the HTTP client of the three endpoints and what each failure means.
+//! - [`poller`]: asks JobResult about open jobs, batched per region, on a schedule that
+//!   slows as jobs age, and records every change.
+//! - [`schedule`]: the poll interval and retry backoff rules.
+//! - [`service`]: start-up, recovery after a crash, the two loops, shutdown.
+//! - [`simulator`]: a loopback stand-in for the API, for tests, the demo and benchmarks.
+//! - [`demo`]: the whole path on a fresh database against the simulator.
+//! - [`report`]: plain-text tables of the operator views.
+//!
+//! An operator's `INSERT INTO import_requests …` is picked up by the submitter within
+//! `queue.scan_interval`; the job the API returns goes into `jobs`; the poller moves the
+//! request to `succeeded` or `failed` when the job ends; every step lands in `events`, read
+//! through the `request_status` and `request_history` views.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod logging;
+pub mod poller;
+pub mod report;
+pub mod schedule;
+pub mod service;
+pub mod simulator;
+pub mod store;
+pub mod submitter;
+pub mod validate;

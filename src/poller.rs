@@ -1,0 +1,276 @@
+//! The poller: asks JobResult about every open job when it is due, in one call per region
+//! per batch, and records what changed.
+//!
+//! Each job has its own `next_check_at`, set from its age by [`schedule::next_check_in`].
+//! A round takes every job due now or within a fifth of `poll.initial_interval`, and the
+//! schedule hangs on each job's creation time, so jobs submitted together stay together
+//! and share calls. A job the answer leaves out is not an
+//! error: it is counted and asked about again next time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, Job};
+use crate::config::PollSettings;
+use crate::schedule;
+use crate::store::{Observation, OpenJob, RoundSummary, Store};
+
+/// Wait after the store itself failed before the next round.
+const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Consecutive misses after which a missing job is worth a warning.
+const MISSES_WORTH_A_WARNING: u32 = 3;
+
+/// Tracks open jobs until they end.
+#[derive(Clone)]
+pub struct Poller {
+    store: Store,
+    api: ApiClient,
+    settings: PollSettings,
+    jobs_added: Arc<Notify>,
+}
+
+impl Poller {
+    /// A poller that also wakes when `jobs_added` is notified.
+    pub fn new(
+        store: Store,
+        api: ApiClient,
+        settings: PollSettings,
+        jobs_added: Arc<Notify>,
+    ) -> Self {
+        Poller {
+            store,
+            api,
+            settings,
+            jobs_added,
+        }
+    }
+
+    /// Polls until `shutdown`. A round already started is finished first, so that what
+    /// the API answered is recorded.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let wait = match self.store.next_job_due_in().await {
+                Ok(Some(wait)) => wait,
+                Ok(None) => self.settings.max_interval,
+                Err(err) => {
+                    tracing::error!(
+                        error = format!("{err:#}"),
+                        "cannot read due jobs; will retry"
+                    );
+                    STORE_ERROR_BACKOFF
+                }
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.jobs_added.notified() => continue,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            if let Err(err) = self.round(&shutdown).await {
+                tracing::error!(error = format!("{err:#}"), "poll round failed; will retry");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+                }
+            }
+        }
+    }
+
+    /// How far ahead of its time a job may be checked alongside others.
+    fn early(&self) -> Duration {
+        self.settings.initial_interval / 5
+    }
+
+    /// One round: every due job of every region, in batches of `poll.batch_size`.
+    async fn round(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let horizon = self.early();
+        let chunk = self.settings.batch_size * self.settings.concurrency;
+        for region in self.store.due_regions(horizon).await? {
+            let mut position: Option<(String, i64)> = None;
+            loop {
+                let after = position.as_ref().map(|(at, id)| (at.as_str(), *id));
+                let jobs = self.store.due_jobs(&region, horizon, after, chunk).await?;
+                let Some(last) = jobs.last() else { break };
+                position = Some((last.next_check_at.clone(), last.id));
+                let full = jobs.len() == chunk;
+                self.poll_chunk(&region, jobs).await?;
+                if !full || shutdown.is_cancelled() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls one chunk of a region's due jobs, its batches in parallel.
+    async fn poll_chunk(&self, region: &str, jobs: Vec<OpenJob>) -> anyhow::Result<()> {
+        let mut calls = JoinSet::new();
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let batch: Vec<OpenJob> = jobs.by_ref().take(self.settings.batch_size).collect();
+            let poller = self.clone();
+            let region = region.to_owned();
+            calls.spawn(async move { poller.poll_batch(&region, batch).await });
+        }
+        let mut first_error = None;
+        while let Some(joined) = calls.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => first_error = first_error.or(Some(err)),
+                Err(join) => {
+                    first_error = first_error.or(Some(anyhow::anyhow!("poll task failed: {join}")))
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// One JobResult call for up to `batch_size` jobs of one region, and its record.
+    async fn poll_batch(&self, region: &str, batch: Vec<OpenJob>) -> anyhow::Result<()> {
+        let uuids: Vec<String> = batch.iter().map(|job| job.job_uuid.clone()).collect();
+        let observations = match self.api.job_results(region, &uuids).await {
+            Ok(answer) => match_answer(&batch, answer.data, &answer.request_id),
+            Err(err) => {
+                tracing::warn!(
+                    %region,
+                    jobs = batch.len(),
+                    errno = err.errno(),
+                    api_request_id = err.request_id(),
+                    error = %err,
+                    "JobResult call failed; the jobs are asked about again later"
+                );
+                vec![Observation::CallFailed; batch.len()]
+            }
+        };
+        let rows: Vec<(OpenJob, Observation, Duration)> = batch
+            .into_iter()
+            .zip(observations)
+            .map(|(job, observation)| {
+                let next = schedule::next_check_in(
+                    job.age,
+                    self.settings.initial_interval,
+                    self.settings.max_interval,
+                    self.early(),
+                );
+                (job, observation, next)
+            })
+            .collect();
+        warn_about_missing(region, &rows);
+        let summary = self.store.record_round(&rows).await?;
+        log_round(region, rows.len(), &summary);
+        Ok(())
+    }
+}
+
+/// Pairs each asked job with what the answer said of it, by job uuid; a job the answer left
+/// out is [`Observation::Missing`], and entries for jobs not asked about are ignored.
+fn match_answer(batch: &[OpenJob], jobs: Vec<Job>, api_request_id: &str) -> Vec<Observation> {
+    let mut by_uuid: std::collections::HashMap<String, Job> = jobs
+        .into_iter()
+        .map(|job| (job.id().to_owned(), job))
+        .collect();
+    batch
+        .iter()
+        .map(|open| match by_uuid.remove(&open.job_uuid) {
+            Some(job) => Observation::Seen {
+                job,
+                api_request_id: api_request_id.to_owned(),
+            },
+            None => Observation::Missing,
+        })
+        .collect()
+}
+
+fn warn_about_missing(region: &str, rows: &[(OpenJob, Observation, Duration)]) {
+    for (job, observation, _) in rows {
+        let misses = job.missed_polls + 1;
+        if matches!(observation, Observation::Missing) && misses % MISSES_WORTH_A_WARNING == 0 {
+            tracing::warn!(
+                %region,
+                request_id = job.request_id,
+                job_uuid = %job.job_uuid,
+                misses,
+                "JobResult keeps leaving this job out; still tracking it"
+            );
+        }
+    }
+}
+
+fn log_round(region: &str, jobs: usize, summary: &RoundSummary) {
+    tracing::debug!(%region, jobs, changed = summary.changed, missing = summary.missing, "jobs polled");
+    for finished in &summary.finished {
+        if finished.success {
+            tracing::info!(request_id = finished.request_id, job_uuid = %finished.job_uuid, "import succeeded");
+        } else {
+            tracing::warn!(
+                request_id = finished.request_id,
+                job_uuid = %finished.job_uuid,
+                result = %finished.result,
+                "import failed"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(uuid: &str) -> OpenJob {
+        OpenJob {
+            id: 1,
+            request_id: 1,
+            region_id: "gz".into(),
+            job_uuid: uuid.into(),
+            last: Job::default(),
+            age: Duration::ZERO,
+            missed_polls: 0,
+            next_check_at: String::new(),
+        }
+    }
+
+    fn answered(uuid: &str) -> Job {
+        Job {
+            job_uuid: uuid.into(),
+            progress: 50.0,
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn answers_are_matched_by_uuid_whatever_their_order_or_count() {
+        let batch = [open("a"), open("b"), open("c")];
+        let cases: [(&str, Vec<Job>, [bool; 3]); 4] = [
+            (
+                "all, reordered",
+                vec![answered("c"), answered("a"), answered("b")],
+                [true, true, true],
+            ),
+            (
+                "fewer than asked",
+                vec![answered("b")],
+                [false, true, false],
+            ),
+            ("empty data", vec![], [false, false, false]),
+            (
+                "a stranger only",
+                vec![answered("zzz")],
+                [false, false, false],
+            ),
+        ];
+        for (name, jobs, seen) in cases {
+            let got = match_answer(&batch, jobs, "req");
+            let got: Vec<bool> = got
+                .iter()
+                .map(|o| matches!(o, Observation::Seen { .. }))
+                .collect();
+            assert_eq!(got, seen, "{name}");
+        }
+    }
+}

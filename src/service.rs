@@ -1,0 +1,127 @@
+//! The daemon's supervisor: opens and migrates the database, recovers what a crash left
+//! behind, runs the submitter and the poller, and stops them cleanly on a signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiClient;
+use crate::config::{Settings, Token};
+use crate::poller::Poller;
+use crate::store::Store;
+use crate::submitter::Submitter;
+
+/// Opens the database named in `settings` and brings its schema up to date.
+///
+/// # Errors
+///
+/// The database cannot be opened or migrated.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    if let Some(dir) = settings
+        .database
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "the database directory `{}` does not exist: create it or set `database.path`",
+                dir.display()
+            );
+        }
+    }
+    let store = Store::open(&settings.database).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Runs the daemon until `shutdown` completes, then stops claiming work, gives calls in
+/// flight up to `service.shutdown_grace` to finish and be recorded, and returns.
+///
+/// # Errors
+///
+/// Start-up failed: the database or the API client could not be set up.
+pub async fn run(
+    settings: Settings,
+    token: Token,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let store = open_store(&settings).await?;
+    let interrupted = store.recover_interrupted().await?;
+    if !interrupted.is_empty() {
+        tracing::warn!(
+            requests = ?interrupted,
+            "requests were being submitted when the daemon last stopped; they are in_doubt \
+             until reconciled"
+        );
+    }
+    let api = ApiClient::new(&settings.api, &token)?;
+
+    let jobs_added = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    let submitter = Submitter::new(
+        store.clone(),
+        api.clone(),
+        settings.clone(),
+        jobs_added.clone(),
+    );
+    let poller = Poller::new(store.clone(), api, settings.poll.clone(), jobs_added);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(submitter.run(stop.child_token()));
+    tasks.spawn(poller.run(stop.child_token()));
+    tracing::info!(
+        database = %settings.database.path.display(),
+        api = %settings.api.base_url,
+        "cimg-importd running"
+    );
+
+    tokio::select! {
+        _ = shutdown => tracing::info!("stopping: finishing calls in flight"),
+        Some(ended) = tasks.join_next() => {
+            tracing::error!(result = ?ended, "a worker loop ended on its own; stopping");
+        }
+    }
+    stop.cancel();
+    let grace = settings.service.shutdown_grace;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "calls still in flight after the shutdown grace; their requests stay submitting \
+             and are reconciled at the next start"
+        );
+        tasks.abort_all();
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the daemon");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,1118 @@
+//! The SQLite store: every SQL statement of the daemon lives here.
+//!
+//! The database is the only queue and the only state. Each change of a request is one
+//! short `BEGIN IMMEDIATE` transaction that updates the row and appends to `events`, so
+//! the process can be killed at any instant and restarted without losing or repeating
+//! work, and an operator's `sqlite3` session can write beside it (WAL, busy timeout).
+//!
+//! Timestamps are computed by SQLite itself (`strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`), so
+//! every row uses one clock and one format.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use crate::api::{ImportSpec, Job};
+use crate::config::DatabaseSettings;
+
+/// Connections in the pool: enough for the submitter, the poller and a report at once.
+const POOL_SIZE: u32 = 4;
+
+/// Longest wait between two tries of a write that found the database locked.
+const LOCKED_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// A request's place in its life cycle (see the README's diagram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestState {
+    /// Waiting to be sent, possibly until `next_attempt_at`.
+    Queued,
+    /// Claimed; an ImportCIMG call may be in flight.
+    Submitting,
+    /// The API returned a job; it is being polled.
+    Submitted,
+    /// A call was sent but its outcome is unknown; nothing is sent again until it is
+    /// reconciled.
+    InDoubt,
+    /// The job ended in success.
+    Succeeded,
+    /// The job ended in failure, or the request failed for good.
+    Failed,
+    /// Not a valid request; never sent.
+    Rejected,
+    /// Withdrawn by an operator before it was sent.
+    Cancelled,
+}
+
+impl RequestState {
+    /// Every state, in life-cycle order.
+    pub const ALL: [RequestState; 8] = [
+        RequestState::Queued,
+        RequestState::Submitting,
+        RequestState::Submitted,
+        RequestState::InDoubt,
+        RequestState::Succeeded,
+        RequestState::Failed,
+        RequestState::Rejected,
+        RequestState::Cancelled,
+    ];
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Queued => "queued",
+            RequestState::Submitting => "submitting",
+            RequestState::Submitted => "submitted",
+            RequestState::InDoubt => "in_doubt",
+            RequestState::Succeeded => "succeeded",
+            RequestState::Failed => "failed",
+            RequestState::Rejected => "rejected",
+            RequestState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the daemon is done with a request in this state.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RequestState::Succeeded
+                | RequestState::Failed
+                | RequestState::Rejected
+                | RequestState::Cancelled
+        )
+    }
+}
+
+impl FromStr for RequestState {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        RequestState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| format!("unknown state `{text}`"))
+    }
+}
+
+/// A queued row as the operator wrote it, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestFields {
+    /// Target region.
+    pub region_id: String,
+    /// Name of the new image.
+    pub name: String,
+    /// Uuid of the source image.
+    pub origin_image_uuid: String,
+    /// Region of the source image.
+    pub origin_region_id: String,
+    /// Optional description.
+    pub description: Option<String>,
+}
+
+/// A request claimed for submission: now `submitting`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedRequest {
+    /// `import_requests.id`.
+    pub id: i64,
+    /// Attempts including this one.
+    pub attempts: u32,
+    /// What to send.
+    pub spec: ImportSpec,
+}
+
+/// Why a request is leaving the happy path, in words and in the API's own terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// What happened and, where it helps, what the operator can do.
+    pub reason: String,
+    /// The API's errno, when it gave one.
+    pub errno: Option<i64>,
+    /// The API's message, when it gave one.
+    pub errmsg: Option<String>,
+    /// The API's id of the call, when an answer carried one.
+    pub api_request_id: Option<String>,
+}
+
+impl Failure {
+    /// A failure that is only words: nothing came from the API.
+    pub fn reason(reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            ..Failure::default()
+        }
+    }
+}
+
+/// A job still being tracked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenJob {
+    /// `jobs.id`.
+    pub id: i64,
+    /// The request it belongs to.
+    pub request_id: i64,
+    /// The region it runs in.
+    pub region_id: String,
+    /// The API's id of the job.
+    pub job_uuid: String,
+    /// What was last recorded of it.
+    pub last: Job,
+    /// Time since the job was recorded.
+    pub age: Duration,
+    /// Consecutive answers that left it out.
+    pub missed_polls: u32,
+    /// Position in the due order, for paging: `next_check_at`.
+    pub next_check_at: String,
+}
+
+/// What one JobResult round learned about one job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// The answer included the job.
+    Seen {
+        /// The job as the API reported it.
+        job: Job,
+        /// `requestId` of the answer.
+        api_request_id: String,
+    },
+    /// The answer left the job out.
+    Missing,
+    /// The call failed; nothing was learned.
+    CallFailed,
+}
+
+/// One row of the `request_status` view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    /// Request id.
+    pub id: i64,
+    /// Current state.
+    pub state: String,
+    /// Target region.
+    pub region_id: String,
+    /// Image name.
+    pub name: String,
+    /// Source region.
+    pub origin_region_id: String,
+    /// Latest job, once submitted.
+    pub job_uuid: Option<String>,
+    /// New image's uuid, once submitted.
+    pub resource_uuid: Option<String>,
+    /// Latest recorded progress.
+    pub progress: Option<f64>,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Why it failed or waits, if it does.
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+}
+
+/// One row of the `request_history` view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    /// When.
+    pub at: String,
+    /// What happened.
+    pub kind: String,
+    /// The request's state afterwards.
+    pub state: String,
+    /// Job concerned, if any.
+    pub job_uuid: Option<String>,
+    /// Progress observed, if any.
+    pub progress: Option<f64>,
+    /// Words.
+    pub detail: Option<String>,
+    /// API errno, if any.
+    pub errno: Option<i64>,
+    /// API message, if any.
+    pub errmsg: Option<String>,
+    /// API requestId, if any.
+    pub api_request_id: Option<String>,
+}
+
+/// Handle on the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Renders a delay as a SQLite date modifier, e.g. `+10.000 seconds`.
+fn after(delay: Duration) -> String {
+    format!("+{:.3} seconds", delay.as_secs_f64())
+}
+
+/// Whether an error is SQLite saying another connection holds the lock.
+fn is_locked(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+            code == "5"
+                || code == "6"
+                || code.ends_with("05")
+                || code.ends_with("06")
+                || db.message().contains("locked")
+        }
+        sqlx::Error::PoolTimedOut => true,
+        _ => false,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in WAL mode with a busy timeout and
+    /// foreign keys on.
+    ///
+    /// # Errors
+    ///
+    /// The file or its directory cannot be created or opened.
+    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(&settings.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(settings.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(settings.busy_timeout.max(Duration::from_secs(30)))
+            .connect_with(options)
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!("cannot open database `{}`: {err}", settings.path.display())
+            })?;
+        Ok(Store { pool })
+    }
+
+    /// Creates or upgrades the schema with the migrations embedded in the binary.
+    ///
+    /// # Errors
+    ///
+    /// A migration fails, or the database was written by a newer version.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot migrate the database: {err}"))
+    }
+
+    /// Closes every connection, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs a write until it is not refused for a lock: an operator's long `sqlite3`
+    /// transaction delays what the daemon records, it never loses it.
+    async fn write<T, F>(
+        &self,
+        what: &str,
+        mut op: impl FnMut(SqlitePool) -> F,
+    ) -> anyhow::Result<T>
+    where
+        F: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match op(self.pool.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(err) if is_locked(&err) => {
+                    tracing::warn!(
+                        what,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "database is locked by another writer; waiting"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(LOCKED_RETRY_MAX);
+                }
+                Err(err) => return Err(anyhow::Error::new(err).context(format!("cannot {what}"))),
+            }
+        }
+    }
+
+    /// Moves every row left `submitting` by a crash to `in_doubt`: its call may have
+    /// reached the API, so it must be reconciled before anything is sent again.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be written.
+    pub async fn recover_interrupted(&self) -> anyhow::Result<Vec<i64>> {
+        self.write("recover interrupted submissions", |pool| async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "UPDATE import_requests
+                 SET state = 'in_doubt',
+                     reason = 'the daemon stopped while this request was being submitted; \
+                               the image may exist: check the target region before retrying',
+                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE state = 'submitting'
+                 RETURNING id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            for id in &ids {
+                append_event(&mut tx, *id, "interrupted", "in_doubt", None, None)
+                    .detail("found submitting at start-up: outcome of the last call unknown")
+                    .execute()
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Claims up to `limit` due queued rows, oldest first, moving them to `submitting`
+    /// and counting the attempt. Each row goes through `check` first: a row it refuses, or
+    /// one whose text cannot even be decoded, becomes `rejected` with the reason instead.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read or written.
+    pub async fn claim_due(
+        &self,
+        limit: usize,
+        check: impl Fn(RequestFields) -> Result<ImportSpec, String>,
+    ) -> anyhow::Result<Vec<ClaimedRequest>> {
+        let check = &check;
+        self.write("claim queued requests", |pool| async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let rows = sqlx::query(
+                "SELECT id, attempts, region_id, name, origin_image_uuid, origin_region_id, description
+                 FROM import_requests
+                 WHERE state = 'queued' AND next_attempt_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 ORDER BY next_attempt_at, id
+                 LIMIT ?",
+            )
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in rows {
+                let id: i64 = row.try_get("id")?;
+                let attempts: i64 = row.try_get("attempts")?;
+                match decode_fields(&row).and_then(check) {
+                    Ok(spec) => {
+                        mark_submitting(&mut tx, id, attempts + 1).await?;
+                        claimed.push(ClaimedRequest {
+                            id,
+                            attempts: (attempts + 1) as u32,
+                            spec,
+                        });
+                    }
+                    Err(reason) => mark_rejected(&mut tx, id, &reason).await?,
+                }
+            }
+            tx.commit().await?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    /// Time until the earliest queued row is due: zero if one is due now, `None` if the
+    /// queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn next_queued_in(&self) -> anyhow::Result<Option<Duration>> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT (julianday(min(next_attempt_at)) - julianday('now')) * 86400.0
+             FROM import_requests WHERE state = 'queued'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
+    }
+
+    /// Records the job an ImportCIMG call returned: the request becomes `submitted` and
+    /// the job is first checked after `first_check`.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be written (after waiting out locks).
+    pub async fn record_submitted(
+        &self,
+        request_id: i64,
+        job: &Job,
+        api_request_id: &str,
+        first_check: Duration,
+    ) -> anyhow::Result<()> {
+        self.write("record a submitted job", |pool| async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(
+                "INSERT INTO jobs (request_id, region_id, job_uuid, resource_uuid, api_request_id,
+                                   status, progress, done, success, result, next_check_at)
+                 SELECT id, region_id, ?, ?, ?, ?, ?, 0, 0, NULL,
+                        strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
+                 FROM import_requests WHERE id = ?
+                 ON CONFLICT (region_id, job_uuid) DO NOTHING",
+            )
+            .bind(job.id())
+            .bind(non_empty(&job.resource_uuid))
+            .bind(api_request_id)
+            .bind(non_empty(&job.status))
+            .bind(job.progress)
+            .bind(after(first_check))
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+            set_state(&mut tx, request_id, "submitted", None).await?;
+            append_event(
+                &mut tx,
+                request_id,
+                "submitted",
+                "submitted",
+                Some(job.id()),
+                Some(job.progress),
+            )
+            .detail(&format!("new image {}", job.resource_uuid))
+            .api(None, None, Some(api_request_id))
+            .execute()
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts a request back in the queue until `delay` has passed, keeping the failure as
+    /// its last error. With `refund`, the attempt just made is not counted: the failure
+    /// was the account's, not the request's.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be written (after waiting out locks).
+    pub async fn record_retry(
+        &self,
+        request_id: i64,
+        failure: &Failure,
+        delay: Duration,
+        refund: bool,
+    ) -> anyhow::Result<()> {
+        self.write("schedule a retry", |pool| async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(
+                "UPDATE import_requests
+                 SET state = 'queued',
+                     attempts = max(attempts - ?, 0),
+                     next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
+                     reason = ?, last_errno = ?, last_errmsg = ?, last_api_request_id = ?,
+                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE id = ?",
+            )
+            .bind(i64::from(refund))
+            .bind(after(delay))
+            .bind(&failure.reason)
+            .bind(failure.errno)
+            .bind(&failure.errmsg)
+            .bind(&failure.api_request_id)
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+            let detail = format!(
+                "{}; next attempt in {}",
+                failure.reason,
+                humantime::format_duration(round_secs(delay))
+            );
+            append_event(&mut tx, request_id, "retry_scheduled", "queued", None, None)
+                .detail(&detail)
+                .failure(failure)
+                .execute()
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ends a request in `failed` (given up) or moves it to `in_doubt` (outcome unknown),
+    /// with its reason.
+    ///
+    /// # Errors
+    ///
+    /// `state` is not `failed` or `in_doubt`, or the database cannot be written.
+    pub async fn record_stopped(
+        &self,
+        request_id: i64,
+        state: RequestState,
+        failure: &Failure,
+    ) -> anyhow::Result<()> {
+        let (state, kind) = match state {
+            RequestState::Failed => ("failed", "failed"),
+            RequestState::InDoubt => ("in_doubt", "outcome_unknown"),
+            other => anyhow::bail!("a request cannot be stopped in state `{}`", other.as_str()),
+        };
+        self.write("record a failure", |pool| async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(
+                "UPDATE import_requests
+                 SET state = ?, reason = ?, last_errno = ?, last_errmsg = ?, last_api_request_id = ?,
+                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE id = ?",
+            )
+            .bind(state)
+            .bind(&failure.reason)
+            .bind(failure.errno)
+            .bind(&failure.errmsg)
+            .bind(&failure.api_request_id)
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+            append_event(&mut tx, request_id, kind, state, None, None)
+                .detail(&failure.reason)
+                .failure(failure)
+                .execute()
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Regions with open jobs due before `horizon` from now.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn due_regions(&self, horizon: Duration) -> anyhow::Result<Vec<String>> {
+        let regions = sqlx::query_scalar(
+            "SELECT DISTINCT region_id FROM jobs
+             WHERE finished_at IS NULL AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
+             ORDER BY region_id",
+        )
+        .bind(after(horizon))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(regions)
+    }
+
+    /// Up to `limit` open jobs of `region` due before `horizon` from now, in due order,
+    /// after the position `after` (exclusive) when paging.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn due_jobs(
+        &self,
+        region: &str,
+        horizon: Duration,
+        after_position: Option<(&str, i64)>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<OpenJob>> {
+        let (after_at, after_id) = after_position.unwrap_or(("", 0));
+        let rows = sqlx::query(
+            "SELECT id, request_id, region_id, job_uuid, resource_uuid, status, progress, done,
+                    success, result, missed_polls, next_check_at,
+                    (julianday('now') - julianday(created_at)) * 86400.0 AS age_seconds
+             FROM jobs
+             WHERE finished_at IS NULL AND region_id = ?
+               AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
+               AND (next_check_at, id) > (?, ?)
+             ORDER BY next_check_at, id
+             LIMIT ?",
+        )
+        .bind(region)
+        .bind(after(horizon))
+        .bind(after_at)
+        .bind(after_id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(open_job)
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    /// Time until the earliest open job is due: zero if one is due now, `None` if no job
+    /// is open.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn next_job_due_in(&self) -> anyhow::Result<Option<Duration>> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT (julianday(min(next_check_at)) - julianday('now')) * 86400.0
+             FROM jobs WHERE finished_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
+    }
+
+    /// Records one JobResult round for a batch of jobs in one transaction. A changed job
+    /// is updated and its change appended to the history; a finished one ends tracking
+    /// and moves its request to `succeeded` or `failed`; an unchanged or missing one only
+    /// gets its check times. `next_check` gives each job's next wait.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be written (after waiting out locks).
+    pub async fn record_round(
+        &self,
+        observed: &[(OpenJob, Observation, Duration)],
+    ) -> anyhow::Result<RoundSummary> {
+        self.write("record job results", |pool| async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut summary = RoundSummary::default();
+            for (open, observation, next_check) in observed {
+                record_observation(&mut tx, open, observation, *next_check, &mut summary).await?;
+            }
+            tx.commit().await?;
+            Ok(summary)
+        })
+        .await
+    }
+
+    /// Requests not yet in a terminal state.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn count_unfinished(&self) -> anyhow::Result<i64> {
+        let count = sqlx::query_scalar(
+            "SELECT count(*) FROM import_requests
+             WHERE state NOT IN ('succeeded', 'failed', 'rejected', 'cancelled')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
+    /// The `request_status` view, newest first.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn status(&self, limit: usize) -> anyhow::Result<Vec<StatusRow>> {
+        let rows = sqlx::query(
+            "SELECT id, state, region_id, name, origin_region_id, job_uuid, resource_uuid,
+                    progress, attempts, last_error, created_at, updated_at
+             FROM request_status ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StatusRow {
+                    id: row.try_get("id")?,
+                    state: row.try_get("state")?,
+                    region_id: lossy(row, "region_id"),
+                    name: lossy(row, "name"),
+                    origin_region_id: lossy(row, "origin_region_id"),
+                    job_uuid: row.try_get("job_uuid")?,
+                    resource_uuid: row.try_get("resource_uuid")?,
+                    progress: row.try_get("progress")?,
+                    attempts: row.try_get("attempts")?,
+                    last_error: row.try_get("last_error").unwrap_or(None),
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// The whole timeline of one request, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn history(&self, request_id: i64) -> anyhow::Result<Vec<HistoryRow>> {
+        let rows = sqlx::query(
+            "SELECT at, kind, state, job_uuid, progress, detail, errno, errmsg, api_request_id
+             FROM request_history WHERE request_id = ? ORDER BY event_id",
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HistoryRow {
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    state: row.try_get("state")?,
+                    job_uuid: row.try_get("job_uuid")?,
+                    progress: row.try_get("progress")?,
+                    detail: row.try_get("detail").unwrap_or(None),
+                    errno: row.try_get("errno")?,
+                    errmsg: row.try_get("errmsg")?,
+                    api_request_id: row.try_get("api_request_id")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// The underlying pool, for tests and tools that need plain SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// What one recorded round changed, for logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundSummary {
+    /// Jobs whose answer differed from what was recorded.
+    pub changed: usize,
+    /// Jobs the answer left out.
+    pub missing: usize,
+    /// Jobs that ended in this round.
+    pub finished: Vec<FinishedJob>,
+}
+
+/// A job that ended, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedJob {
+    /// The request it belonged to.
+    pub request_id: i64,
+    /// The job.
+    pub job_uuid: String,
+    /// Whether it ended in success.
+    pub success: bool,
+    /// The failure reason, empty on success.
+    pub result: String,
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn round_secs(delay: Duration) -> Duration {
+    Duration::from_secs(delay.as_secs_f64().round() as u64)
+}
+
+/// A text column for display, even if it holds bytes that are not UTF-8.
+fn lossy(row: &SqliteRow, column: &str) -> String {
+    match row.try_get::<String, _>(column) {
+        Ok(text) => text,
+        Err(_) => row
+            .try_get::<Vec<u8>, _>(column)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// Reads the operator's fields of a queued row; text that is not UTF-8 is a reason to
+/// reject the row, naming the column.
+fn decode_fields(row: &SqliteRow) -> Result<RequestFields, String> {
+    let text = |column: &str| -> Result<String, String> {
+        row.try_get::<String, _>(column)
+            .map_err(|_| format!("`{column}` is not valid UTF-8 text"))
+    };
+    let description = match row.try_get::<Option<String>, _>("description") {
+        Ok(description) => description,
+        Err(_) => return Err("`description` is not valid UTF-8 text".to_owned()),
+    };
+    Ok(RequestFields {
+        region_id: text("region_id")?,
+        name: text("name")?,
+        origin_image_uuid: text("origin_image_uuid")?,
+        origin_region_id: text("origin_region_id")?,
+        description,
+    })
+}
+
+fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
+    let age: f64 = row.try_get("age_seconds")?;
+    let last = Job {
+        job_uuid: row.try_get("job_uuid")?,
+        resource_uuid: row
+            .try_get::<Option<String>, _>("resource_uuid")?
+            .unwrap_or_default(),
+        status: row
+            .try_get::<Option<String>, _>("status")?
+            .unwrap_or_default(),
+        progress: row.try_get("progress")?,
+        done: row.try_get("done")?,
+        success: row.try_get("success")?,
+        result: row
+            .try_get::<Option<String>, _>("result")?
+            .unwrap_or_default(),
+        uuid: String::new(),
+    };
+    Ok(OpenJob {
+        id: row.try_get("id")?,
+        request_id: row.try_get("request_id")?,
+        region_id: row.try_get("region_id")?,
+        job_uuid: last.job_uuid.clone(),
+        last,
+        age: Duration::from_secs_f64(age.max(0.0)),
+        missed_polls: row.try_get::<i64, _>("missed_polls")? as u32,
+        next_check_at: row.try_get("next_check_at")?,
+    })
+}
+
+async fn mark_submitting(tx: &mut Tx, id: i64, attempt: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE import_requests
+         SET state = 'submitting', attempts = ?,
+             first_attempt_at = coalesce(first_attempt_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?",
+    )
+    .bind(attempt)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    append_event(tx, id, "submitting", "submitting", None, None)
+        .detail(&format!("attempt {attempt}"))
+        .execute()
+        .await
+}
+
+async fn mark_rejected(tx: &mut Tx, id: i64, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE import_requests
+         SET state = 'rejected', reason = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?",
+    )
+    .bind(reason)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    tracing::warn!(request_id = id, reason, "request rejected: not sent");
+    append_event(tx, id, "rejected", "rejected", None, None)
+        .detail(reason)
+        .execute()
+        .await
+}
+
+/// Moves a request to `state` with `reason`, clearing the API error of an earlier attempt
+/// (the history keeps it).
+async fn set_state(
+    tx: &mut Tx,
+    id: i64,
+    state: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE import_requests
+         SET state = ?, reason = ?, last_errno = NULL, last_errmsg = NULL, last_api_request_id = NULL,
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?",
+    )
+    .bind(state)
+    .bind(reason)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn record_observation(
+    tx: &mut Tx,
+    open: &OpenJob,
+    observation: &Observation,
+    next_check: Duration,
+    summary: &mut RoundSummary,
+) -> Result<(), sqlx::Error> {
+    let (job, api_request_id) = match observation {
+        Observation::Seen {
+            job,
+            api_request_id,
+        } => (job, api_request_id),
+        Observation::Missing | Observation::CallFailed => {
+            let missed = matches!(observation, Observation::Missing);
+            summary.missing += usize::from(missed);
+            sqlx::query(
+                "UPDATE jobs
+                 SET missed_polls = missed_polls + ?,
+                     next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
+                 WHERE id = ?",
+            )
+            .bind(i64::from(missed))
+            .bind(after(next_check))
+            .bind(open.id)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+    };
+
+    let changed = job.progress != open.last.progress
+        || job.done != open.last.done
+        || job.success != open.last.success
+        || job.result != open.last.result
+        || (!job.status.is_empty() && job.status != open.last.status);
+    sqlx::query(
+        "UPDATE jobs
+         SET status = coalesce(?, status), progress = ?, done = ?, success = ?, result = ?,
+             missed_polls = 0,
+             last_checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+             next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
+             finished_at = CASE WHEN ? THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
+         WHERE id = ?",
+    )
+    .bind(non_empty(&job.status))
+    .bind(job.progress)
+    .bind(job.done)
+    .bind(job.success)
+    .bind(non_empty(&job.result))
+    .bind(after(next_check))
+    .bind(job.done)
+    .bind(open.id)
+    .execute(&mut **tx)
+    .await?;
+    if !changed {
+        return Ok(());
+    }
+    summary.changed += 1;
+
+    if !job.done {
+        let detail = format!(
+            "{} {:.0}%",
+            if job.status.is_empty() {
+                "running"
+            } else {
+                &job.status
+            },
+            job.progress
+        );
+        return append_event(
+            tx,
+            open.request_id,
+            "job_progressed",
+            "submitted",
+            Some(&open.job_uuid),
+            Some(job.progress),
+        )
+        .detail(&detail)
+        .api(None, None, Some(api_request_id))
+        .execute()
+        .await;
+    }
+    summary.finished.push(FinishedJob {
+        request_id: open.request_id,
+        job_uuid: open.job_uuid.clone(),
+        success: job.success,
+        result: job.result.clone(),
+    });
+    let (state, detail) = if job.success {
+        (
+            "succeeded",
+            format!("image {} is ready", open.last.resource_uuid),
+        )
+    } else {
+        let result = if job.result.is_empty() {
+            "the job ended without success and gave no reason"
+        } else {
+            &job.result
+        };
+        ("failed", format!("job failed: {result}"))
+    };
+    set_state(
+        tx,
+        open.request_id,
+        state,
+        (!job.success).then_some(detail.as_str()),
+    )
+    .await?;
+    append_event(
+        tx,
+        open.request_id,
+        state,
+        state,
+        Some(&open.job_uuid),
+        Some(job.progress),
+    )
+    .detail(&detail)
+    .api(None, None, Some(api_request_id))
+    .execute()
+    .await
+}
+
+/// Builder for one history row, so each call site names only what it knows.
+struct EventInsert<'t, 'a> {
+    tx: &'t mut Tx,
+    request_id: i64,
+    kind: &'a str,
+    state: &'a str,
+    job_uuid: Option<&'a str>,
+    progress: Option<f64>,
+    detail: Option<String>,
+    errno: Option<i64>,
+    errmsg: Option<String>,
+    api_request_id: Option<String>,
+}
+
+fn append_event<'t, 'a>(
+    tx: &'t mut Tx,
+    request_id: i64,
+    kind: &'a str,
+    state: &'a str,
+    job_uuid: Option<&'a str>,
+    progress: Option<f64>,
+) -> EventInsert<'t, 'a> {
+    EventInsert {
+        tx,
+        request_id,
+        kind,
+        state,
+        job_uuid,
+        progress,
+        detail: None,
+        errno: None,
+        errmsg: None,
+        api_request_id: None,
+    }
+}
+
+impl EventInsert<'_, '_> {
+    fn detail(mut self, detail: &str) -> Self {
+        self.detail = Some(detail.to_owned());
+        self
+    }
+
+    fn api(
+        mut self,
+        errno: Option<i64>,
+        errmsg: Option<&str>,
+        api_request_id: Option<&str>,
+    ) -> Self {
+        self.errno = errno;
+        self.errmsg = errmsg.map(str::to_owned);
+        self.api_request_id = api_request_id
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        self
+    }
+
+    fn failure(self, failure: &Failure) -> Self {
+        self.api(
+            failure.errno,
+            failure.errmsg.as_deref(),
+            failure.api_request_id.as_deref(),
+        )
+    }
+
+    async fn execute(self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO events (request_id, kind, state, job_uuid, progress, detail, errno, errmsg,
+                                 api_request_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(self.request_id)
+        .bind(self.kind)
+        .bind(self.state)
+        .bind(self.job_uuid)
+        .bind(self.progress)
+        .bind(self.detail)
+        .bind(self.errno)
+        .bind(self.errmsg)
+        .bind(self.api_request_id)
+        .execute(&mut **self.tx)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! The submitter: claims due queued rows and sends each to ImportCIMG, a bounded number at
+//! a time, then records what came of it.
+//!
+//! Outcomes, by [`Disposition`]:
+//! - a job: the request is `submitted` and the poller is woken;
+//! - transient: back to `queued` with exponential backoff (and any `Retry-After`), until
+//!   `queue.max_attempts`, then `failed`;
+//! - permanent: `failed` with errno, errmsg and requestId;
+//! - unknown (sent, no clear answer): `in_doubt`, never sent again blindly, because the
+//!   API has no idempotency key and a second call could copy the image twice;
+//! - account-wide: the request goes back to `queued` without spending its attempt, and
+//!   all submissions pause; one request is tried every `queue.pause_probe_interval` until
+//!   the account works again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ApiError, Disposition};
+use crate::config::Settings;
+use crate::schedule;
+use crate::store::{ClaimedRequest, Failure, RequestState, Store};
+use crate::validate;
+
+/// Wait after the store itself failed (not a lock: those are waited out inside the store).
+const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Sends queued requests to the API.
+#[derive(Clone)]
+pub struct Submitter {
+    store: Store,
+    api: ApiClient,
+    settings: Arc<Settings>,
+    jobs_added: Arc<Notify>,
+    pause: Arc<Mutex<Pause>>,
+}
+
+/// Whether submissions are held back because the account is refused.
+#[derive(Debug, Default)]
+struct Pause {
+    /// Set while paused: when the next probe may go out.
+    until: Option<Instant>,
+}
+
+impl Submitter {
+    /// A submitter that wakes `jobs_added` whenever it records a new job.
+    pub fn new(
+        store: Store,
+        api: ApiClient,
+        settings: Arc<Settings>,
+        jobs_added: Arc<Notify>,
+    ) -> Self {
+        Submitter {
+            store,
+            api,
+            settings,
+            jobs_added,
+            pause: Arc::default(),
+        }
+    }
+
+    /// Claims and submits until `shutdown`; then stops claiming and waits for the calls
+    /// in flight to be answered and recorded (the caller bounds that wait).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut in_flight = JoinSet::new();
+        while !shutdown.is_cancelled() {
+            let wait = self.claim_and_spawn(&mut in_flight).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        if !in_flight.is_empty() {
+            tracing::info!(
+                in_flight = in_flight.len(),
+                "waiting for ImportCIMG calls in flight"
+            );
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Claims what can be sent now and starts the calls; returns how long to wait before
+    /// looking again if nothing finishes first.
+    async fn claim_and_spawn(&self, in_flight: &mut JoinSet<()>) -> Duration {
+        let scan = self.settings.queue.scan_interval;
+        let free = self
+            .settings
+            .queue
+            .concurrency
+            .saturating_sub(in_flight.len());
+        let limit = match self.pause_state() {
+            PauseState::Running => free,
+            PauseState::Probe => free.min(1),
+            PauseState::Waiting(left) => return left,
+        };
+        if limit == 0 {
+            return scan;
+        }
+        let allowed = &self.settings.queue.allowed_regions;
+        let claimed = match self
+            .store
+            .claim_due(limit, |fields| validate::check(fields, allowed))
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "cannot claim queued requests; will retry"
+                );
+                return STORE_ERROR_BACKOFF;
+            }
+        };
+        let filled = claimed.len() == limit;
+        for request in claimed {
+            let submitter = self.clone();
+            in_flight.spawn(async move { submitter.submit(request).await });
+        }
+        if filled {
+            // More may be due: look again as soon as a call finishes.
+            return scan;
+        }
+        match self.store.next_queued_in().await {
+            Ok(Some(next)) if next > Duration::ZERO => next.min(scan),
+            _ => scan,
+        }
+    }
+
+    /// Whether to claim freely, send one probe (and hold the rest until the next one), or
+    /// keep waiting.
+    fn pause_state(&self) -> PauseState {
+        let mut pause = self
+            .pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(until) = pause.until else {
+            return PauseState::Running;
+        };
+        let now = Instant::now();
+        match until.checked_duration_since(now) {
+            Some(left) if !left.is_zero() => PauseState::Waiting(left),
+            _ => {
+                pause.until = Some(now + self.settings.queue.pause_probe_interval);
+                PauseState::Probe
+            }
+        }
+    }
+
+    /// One ImportCIMG call and the record of its outcome.
+    async fn submit(self, request: ClaimedRequest) {
+        let outcome = self.api.import_cimg(&request.spec).await;
+        let recorded = match outcome {
+            Ok(answer) => {
+                self.resume_if_paused();
+                tracing::info!(
+                    request_id = request.id,
+                    region = %request.spec.region_id,
+                    name = %request.spec.name,
+                    job_uuid = %answer.data.id(),
+                    api_request_id = %answer.request_id,
+                    "request submitted"
+                );
+                let first_check = self.settings.poll.initial_interval;
+                let recorded = self
+                    .store
+                    .record_submitted(request.id, &answer.data, &answer.request_id, first_check)
+                    .await;
+                self.jobs_added.notify_one();
+                recorded
+            }
+            Err(err) => self.record_failure(&request, &err).await,
+        };
+        if let Err(err) = recorded {
+            tracing::error!(
+                request_id = request.id,
+                error = format!("{err:#}"),
+                "cannot record the outcome of a submission; the request stays submitting and is \
+                 reconciled at the next start"
+            );
+        }
+    }
+
+    async fn record_failure(&self, request: &ClaimedRequest, err: &ApiError) -> anyhow::Result<()> {
+        let queue = &self.settings.queue;
+        let disposition = err.disposition(&self.settings.api.errno);
+        let mut failure = Failure {
+            reason: err.to_string(),
+            errno: err.errno(),
+            errmsg: err.errmsg().map(str::to_owned),
+            api_request_id: err.request_id().map(str::to_owned),
+        };
+        tracing::warn!(
+            request_id = request.id,
+            attempt = request.attempts,
+            errno = err.errno(),
+            api_request_id = err.request_id(),
+            disposition = ?disposition,
+            error = %err,
+            "submission failed"
+        );
+        match disposition {
+            Disposition::Transient | Disposition::UnknownErrno => {
+                self.resume_if_paused();
+                if request.attempts >= queue.max_attempts {
+                    failure.reason = format!(
+                        "gave up after {} attempts: {}",
+                        request.attempts, failure.reason
+                    );
+                    return self
+                        .store
+                        .record_stopped(request.id, RequestState::Failed, &failure)
+                        .await;
+                }
+                let backoff =
+                    schedule::retry_delay(request.attempts, queue.retry_initial, queue.retry_max);
+                let delay = backoff.max(err.retry_after().unwrap_or_default());
+                self.store
+                    .record_retry(request.id, &failure, delay, false)
+                    .await
+            }
+            Disposition::Permanent => {
+                self.resume_if_paused();
+                self.store
+                    .record_stopped(request.id, RequestState::Failed, &failure)
+                    .await
+            }
+            Disposition::Unknown => {
+                failure.reason = format!(
+                    "{}; the image may have been created, so the request is not sent again \
+                     until it is reconciled",
+                    failure.reason
+                );
+                self.store
+                    .record_stopped(request.id, RequestState::InDoubt, &failure)
+                    .await
+            }
+            Disposition::AccountWide => {
+                self.pause_for_account(err);
+                failure.reason = format!("submissions paused: {}", failure.reason);
+                self.store
+                    .record_retry(request.id, &failure, Duration::ZERO, true)
+                    .await
+            }
+        }
+    }
+
+    fn pause_for_account(&self, err: &ApiError) {
+        let probe = self.settings.queue.pause_probe_interval;
+        let mut pause = self
+            .pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pause.until.is_none() {
+            tracing::error!(
+                errno = err.errno(),
+                api_request_id = err.request_id(),
+                error = %err,
+                probe_every_s = probe.as_secs(),
+                "the API refuses the account; all submissions paused until a probe succeeds \
+                 (check the token and the account's balance and permissions)"
+            );
+        }
+        pause.until = Some(Instant::now() + probe);
+    }
+
+    fn resume_if_paused(&self) {
+        let mut pause = self
+            .pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pause.until.take().is_some() {
+            tracing::info!("the API accepts the account again; submissions resumed");
+        }
+    }
+}
+
+enum PauseState {
+    Running,
+    Probe,
+    Waiting(Duration),
+}

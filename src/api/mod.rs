@@ -8,11 +8,13 @@
 mod error;
 mod model;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 pub use error::{classify_errno, ApiError, Disposition, Endpoint};
 pub use model::{Image, ImagePage, Job};
@@ -51,6 +53,9 @@ pub struct Answer<T> {
 pub struct ApiClient {
     http: reqwest::Client,
     base_url: String,
+    /// Shared by every clone: no call leaves before this instant. Set from `Retry-After`,
+    /// which speaks for the whole account, not for the one call that got it.
+    not_before: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -98,6 +103,7 @@ impl ApiClient {
         Ok(ApiClient {
             http,
             base_url: settings.base_url.trim_end_matches('/').to_owned(),
+            not_before: Arc::default(),
         })
     }
 
@@ -203,6 +209,43 @@ impl ApiClient {
     /// Sends one request and reads the envelope: transport errors, HTTP errors and errno
     /// all come back as [`ApiError`]; `Ok` means errno 0.
     async fn call(
+        &self,
+        endpoint: Endpoint,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer<Value>, ApiError> {
+        self.wait_for_retry_after().await;
+        let result = self.send(endpoint, request).await;
+        if let Some(wait) = result.as_ref().err().and_then(ApiError::retry_after) {
+            self.hold_calls_for(endpoint, wait);
+        }
+        result
+    }
+
+    /// Sleeps until the latest `Retry-After` has passed.
+    async fn wait_for_retry_after(&self) {
+        loop {
+            let until = *self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
+        }
+    }
+
+    fn hold_calls_for(&self, endpoint: Endpoint, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut not_before = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        if not_before.is_none_or(|current| current < until) {
+            *not_before = Some(until);
+            tracing::warn!(
+                endpoint = endpoint.name(),
+                wait_s = wait.as_secs_f64(),
+                "the API asked to slow down (Retry-After); holding every call until then"
+            );
+        }
+    }
+
+    async fn send(
         &self,
         endpoint: Endpoint,
         request: reqwest::RequestBuilder,

@@ -38,10 +38,35 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// How running jobs are polled.
     pub poll: PollSettings,
+    /// How requests whose submission has an unknown outcome are settled.
+    pub reconcile: ReconcileSettings,
     /// How the daemon starts and stops.
     pub service: ServiceSettings,
     /// What the daemon logs.
     pub log: LogSettings,
+}
+
+/// `[reconcile]`: settling `in_doubt` requests through ListCIMG.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// How often an `in_doubt` request is looked up again while it stays in doubt.
+    /// Default 30 s.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// How long after its latest attempt a request must be before "no image of that name"
+    /// is taken to mean nothing was created, and it is queued again. Default 2 min.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            interval: Duration::from_secs(30),
+            grace: Duration::from_secs(120),
+        }
+    }
 }
 
 /// `[service]`
@@ -152,6 +177,10 @@ pub struct PollSettings {
     pub batch_size: usize,
     /// Most JobResult calls in flight at once. Default 4.
     pub concurrency: usize,
+    /// A job still running after this long is marked overdue (history, log) and polled at
+    /// `max_interval`; it is never taken for a success. Default 2 days.
+    #[serde(with = "duration")]
+    pub overdue_after: Duration,
 }
 
 /// `[log]`
@@ -215,6 +244,7 @@ impl Default for PollSettings {
             max_interval: Duration::from_secs(300),
             batch_size: 100,
             concurrency: 4,
+            overdue_after: Duration::from_secs(2 * 24 * 3600),
         }
     }
 }

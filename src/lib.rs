@@ -11,6 +11,8 @@
 //! - [`api`]: the HTTP client of the three endpoints and what each failure means.
 //! - [`poller`]: asks JobResult about open jobs, batched per region, on a schedule that
 //!   slows as jobs age, and records every change.
+//! - [`reconciler`]: settles requests whose submission had an unknown outcome, through
+//!   ListCIMG, so that no image is ever imported twice.
 //! - [`schedule`]: the poll interval and retry backoff rules.
 //! - [`service`]: start-up, recovery after a crash, the two loops, shutdown.
 //! - [`simulator`]: a loopback stand-in for the API, for tests, the demo and benchmarks.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod logging;
 pub mod poller;
+pub mod reconciler;
 pub mod report;
 pub mod schedule;
 pub mod service;

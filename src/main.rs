@@ -25,7 +25,10 @@ fn main() -> ExitCode {
             };
             runtime.block_on(async {
                 match token {
-                    Some(token) => service::run(settings, token, service::shutdown_signal()).await,
+                    Some(token) => {
+                        let stop = service::shutdown_signal()?;
+                        service::run(settings, token, stop).await
+                    }
                     None => service::open_store(&settings).await.map(|store| {
                         println!(
                             "database {} is up to date",

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, Job};
 use crate::config::PollSettings;
 use crate::schedule;
-use crate::store::{Observation, OpenJob, RoundSummary, Store};
+use crate::store::{Observation, OpenJob, PolledJob, RoundSummary, Store};
 
 /// Wait after the store itself failed before the next round.
 const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(5);
@@ -148,23 +148,57 @@ impl Poller {
                 vec![Observation::CallFailed; batch.len()]
             }
         };
-        let rows: Vec<(OpenJob, Observation, Duration)> = batch
+        let rows: Vec<PolledJob> = batch
             .into_iter()
             .zip(observations)
-            .map(|(job, observation)| {
-                let next = schedule::next_check_in(
-                    job.age,
-                    self.settings.initial_interval,
-                    self.settings.max_interval,
-                    self.early(),
-                );
-                (job, observation, next)
-            })
+            .map(|(open, observation)| self.plan(open, observation))
             .collect();
         warn_about_missing(region, &rows);
         let summary = self.store.record_round(&rows).await?;
         log_round(region, rows.len(), &summary);
         Ok(())
+    }
+}
+
+impl Poller {
+    /// Decides the next check of a job from its age and what the round learned: overdue
+    /// jobs wait `max_interval`, jobs whose call failed back off further.
+    fn plan(&self, open: OpenJob, observation: Observation) -> PolledJob {
+        let settings = &self.settings;
+        let finished = matches!(&observation, Observation::Seen { job, .. } if job.done);
+        let newly_overdue = !finished && !open.overdue && open.age >= settings.overdue_after;
+        let mut next_check = if open.overdue || newly_overdue {
+            settings.max_interval
+        } else {
+            schedule::next_check_in(
+                open.age,
+                settings.initial_interval,
+                settings.max_interval,
+                self.early(),
+            )
+        };
+        if matches!(observation, Observation::CallFailed) {
+            let backoff = schedule::retry_delay(
+                open.poll_errors + 1,
+                settings.initial_interval,
+                settings.max_interval,
+            );
+            next_check = next_check.max(backoff);
+        }
+        if newly_overdue {
+            tracing::warn!(
+                request_id = open.request_id,
+                job_uuid = %open.job_uuid,
+                age_s = open.age.as_secs(),
+                "job overdue: still running past poll.overdue_after; still tracking it"
+            );
+        }
+        PolledJob {
+            open,
+            observation,
+            next_check,
+            newly_overdue,
+        }
     }
 }
 
@@ -187,14 +221,16 @@ fn match_answer(batch: &[OpenJob], jobs: Vec<Job>, api_request_id: &str) -> Vec<
         .collect()
 }
 
-fn warn_about_missing(region: &str, rows: &[(OpenJob, Observation, Duration)]) {
-    for (job, observation, _) in rows {
-        let misses = job.missed_polls + 1;
-        if matches!(observation, Observation::Missing) && misses % MISSES_WORTH_A_WARNING == 0 {
+fn warn_about_missing(region: &str, rows: &[PolledJob]) {
+    for polled in rows {
+        let misses = polled.open.missed_polls + 1;
+        if matches!(polled.observation, Observation::Missing)
+            && misses % MISSES_WORTH_A_WARNING == 0
+        {
             tracing::warn!(
                 %region,
-                request_id = job.request_id,
-                job_uuid = %job.job_uuid,
+                request_id = polled.open.request_id,
+                job_uuid = %polled.open.job_uuid,
                 misses,
                 "JobResult keeps leaving this job out; still tracking it"
             );
@@ -231,6 +267,8 @@ mod tests {
             last: Job::default(),
             age: Duration::ZERO,
             missed_polls: 0,
+            poll_errors: 0,
+            overdue: false,
             next_check_at: String::new(),
         }
     }

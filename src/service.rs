@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::config::{Settings, Token};
 use crate::poller::Poller;
+use crate::reconciler::Reconciler;
 use crate::store::Store;
 use crate::submitter::Submitter;
 
@@ -55,7 +56,7 @@ pub async fn run(
         tracing::warn!(
             requests = ?interrupted,
             "requests were being submitted when the daemon last stopped; they are in_doubt \
-             until reconciled"
+             until ListCIMG shows whether their image was created"
         );
     }
     let api = ApiClient::new(&settings.api, &token)?;
@@ -68,10 +69,17 @@ pub async fn run(
         settings.clone(),
         jobs_added.clone(),
     );
+    let reconciler = Reconciler::new(
+        store.clone(),
+        api.clone(),
+        settings.clone(),
+        jobs_added.clone(),
+    );
     let poller = Poller::new(store.clone(), api, settings.poll.clone(), jobs_added);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(submitter.run(stop.child_token()));
     tasks.spawn(poller.run(stop.child_token()));
+    tasks.spawn(reconciler.run(stop.child_token()));
     tracing::info!(
         database = %settings.database.path.display(),
         api = %settings.api.base_url,
@@ -101,27 +109,21 @@ pub async fn run(
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the daemon");
-                let _ = interrupt.await;
-            }
+/// Listens for SIGINT and SIGTERM from now on; the future completes on the first of
+/// them. Call it before start-up work, so a stop asked for during start-up is not lost.
+///
+/// # Errors
+///
+/// The signal handlers cannot be installed (no tokio runtime, or the OS refused).
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stop requested"),
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    })
 }

@@ -19,6 +19,10 @@ use sqlx::{Row, SqlitePool};
 use crate::api::{ImportSpec, Job};
 use crate::config::DatabaseSettings;
 
+mod reconcile;
+
+pub use reconcile::DoubtfulRequest;
+
 /// Connections in the pool: enough for the submitter, the poller and a report at once.
 const POOL_SIZE: u32 = 4;
 
@@ -146,6 +150,17 @@ impl Failure {
     }
 }
 
+/// A job about to be tracked, and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrackedJob<'a> {
+    /// The job as the API described it.
+    pub job: &'a Job,
+    /// The image it creates.
+    pub resource_uuid: &'a str,
+    /// `requestId` of the answer that named the job, if one did.
+    pub api_request_id: Option<&'a str>,
+}
+
 /// A job still being tracked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenJob {
@@ -163,6 +178,10 @@ pub struct OpenJob {
     pub age: Duration,
     /// Consecutive answers that left it out.
     pub missed_polls: u32,
+    /// Consecutive JobResult calls about it that failed.
+    pub poll_errors: u32,
+    /// Whether it was already marked overdue.
+    pub overdue: bool,
     /// Position in the due order, for paging: `next_check_at`.
     pub next_check_at: String,
 }
@@ -181,6 +200,19 @@ pub enum Observation {
     Missing,
     /// The call failed; nothing was learned.
     CallFailed,
+}
+
+/// One job's part of a recorded round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolledJob {
+    /// The job as it was before the round.
+    pub open: OpenJob,
+    /// What the round learned.
+    pub observation: Observation,
+    /// Wait before the next check.
+    pub next_check: Duration,
+    /// The job has just passed `poll.overdue_after` still running.
+    pub newly_overdue: bool,
 }
 
 /// One row of the `request_status` view.
@@ -444,7 +476,28 @@ impl Store {
         api_request_id: &str,
         first_check: Duration,
     ) -> anyhow::Result<()> {
-        self.write("record a submitted job", |pool| async move {
+        let tracked = TrackedJob {
+            job,
+            resource_uuid: &job.resource_uuid,
+            api_request_id: Some(api_request_id),
+        };
+        let detail = format!("new image {}", job.resource_uuid);
+        self.record_job(request_id, &tracked, first_check, "submitted", &detail)
+            .await
+    }
+
+    /// Starts tracking `tracked.job` for the request, which becomes `submitted`; `kind`
+    /// and `detail` describe how the job was learned in the history.
+    pub(crate) async fn record_job(
+        &self,
+        request_id: i64,
+        tracked: &TrackedJob<'_>,
+        first_check: Duration,
+        kind: &str,
+        detail: &str,
+    ) -> anyhow::Result<()> {
+        let job = tracked.job;
+        self.write("record a job", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query(
                 "INSERT INTO jobs (request_id, region_id, job_uuid, resource_uuid, api_request_id,
@@ -455,8 +508,8 @@ impl Store {
                  ON CONFLICT (region_id, job_uuid) DO NOTHING",
             )
             .bind(job.id())
-            .bind(non_empty(&job.resource_uuid))
-            .bind(api_request_id)
+            .bind(non_empty(tracked.resource_uuid))
+            .bind(tracked.api_request_id)
             .bind(non_empty(&job.status))
             .bind(job.progress)
             .bind(after(first_check))
@@ -467,13 +520,13 @@ impl Store {
             append_event(
                 &mut tx,
                 request_id,
-                "submitted",
+                kind,
                 "submitted",
                 Some(job.id()),
                 Some(job.progress),
             )
-            .detail(&format!("new image {}", job.resource_uuid))
-            .api(None, None, Some(api_request_id))
+            .detail(detail)
+            .api(None, None, tracked.api_request_id)
             .execute()
             .await?;
             tx.commit().await?;
@@ -609,7 +662,8 @@ impl Store {
         let (after_at, after_id) = after_position.unwrap_or(("", 0));
         let rows = sqlx::query(
             "SELECT id, request_id, region_id, job_uuid, resource_uuid, status, progress, done,
-                    success, result, missed_polls, next_check_at,
+                    success, result, missed_polls, poll_errors, overdue_at IS NOT NULL AS overdue,
+                    next_check_at,
                     (julianday('now') - julianday(created_at)) * 86400.0 AS age_seconds
              FROM jobs
              WHERE finished_at IS NULL AND region_id = ?
@@ -655,15 +709,12 @@ impl Store {
     /// # Errors
     ///
     /// The database cannot be written (after waiting out locks).
-    pub async fn record_round(
-        &self,
-        observed: &[(OpenJob, Observation, Duration)],
-    ) -> anyhow::Result<RoundSummary> {
+    pub async fn record_round(&self, observed: &[PolledJob]) -> anyhow::Result<RoundSummary> {
         self.write("record job results", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             let mut summary = RoundSummary::default();
-            for (open, observation, next_check) in observed {
-                record_observation(&mut tx, open, observation, *next_check, &mut summary).await?;
+            for polled in observed {
+                record_observation(&mut tx, polled, &mut summary).await?;
             }
             tx.commit().await?;
             Ok(summary)
@@ -849,6 +900,8 @@ fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
         last,
         age: Duration::from_secs_f64(age.max(0.0)),
         missed_polls: row.try_get::<i64, _>("missed_polls")? as u32,
+        poll_errors: row.try_get::<i64, _>("poll_errors")? as u32,
+        overdue: row.try_get("overdue")?,
         next_check_at: row.try_get("next_check_at")?,
     })
 }
@@ -858,6 +911,7 @@ async fn mark_submitting(tx: &mut Tx, id: i64, attempt: i64) -> Result<(), sqlx:
         "UPDATE import_requests
          SET state = 'submitting', attempts = ?,
              first_attempt_at = coalesce(first_attempt_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+             last_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
              updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
          WHERE id = ?",
     )
@@ -912,11 +966,18 @@ async fn set_state(
 
 async fn record_observation(
     tx: &mut Tx,
-    open: &OpenJob,
-    observation: &Observation,
-    next_check: Duration,
+    polled: &PolledJob,
     summary: &mut RoundSummary,
 ) -> Result<(), sqlx::Error> {
+    let PolledJob {
+        open,
+        observation,
+        next_check,
+        newly_overdue,
+    } = polled;
+    if *newly_overdue {
+        mark_overdue(tx, open).await?;
+    }
     let (job, api_request_id) = match observation {
         Observation::Seen {
             job,
@@ -927,12 +988,13 @@ async fn record_observation(
             summary.missing += usize::from(missed);
             sqlx::query(
                 "UPDATE jobs
-                 SET missed_polls = missed_polls + ?,
-                     next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
-                 WHERE id = ?",
+                 SET missed_polls = CASE WHEN ?1 THEN missed_polls + 1 ELSE missed_polls END,
+                     poll_errors = CASE WHEN ?1 THEN 0 ELSE poll_errors + 1 END,
+                     next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)
+                 WHERE id = ?3",
             )
-            .bind(i64::from(missed))
-            .bind(after(next_check))
+            .bind(missed)
+            .bind(after(*next_check))
             .bind(open.id)
             .execute(&mut **tx)
             .await?;
@@ -948,7 +1010,7 @@ async fn record_observation(
     sqlx::query(
         "UPDATE jobs
          SET status = coalesce(?, status), progress = ?, done = ?, success = ?, result = ?,
-             missed_polls = 0,
+             missed_polls = 0, poll_errors = 0,
              last_checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
              next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
              finished_at = CASE WHEN ? THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
@@ -959,7 +1021,7 @@ async fn record_observation(
     .bind(job.done)
     .bind(job.success)
     .bind(non_empty(&job.result))
-    .bind(after(next_check))
+    .bind(after(*next_check))
     .bind(job.done)
     .bind(open.id)
     .execute(&mut **tx)
@@ -1028,6 +1090,29 @@ async fn record_observation(
     )
     .detail(&detail)
     .api(None, None, Some(api_request_id))
+    .execute()
+    .await
+}
+
+async fn mark_overdue(tx: &mut Tx, open: &OpenJob) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET overdue_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?")
+        .bind(open.id)
+        .execute(&mut **tx)
+        .await?;
+    let detail = format!(
+        "job still running after {}: marked overdue, checked at the slowest interval from now \
+         on; it is recorded as succeeded only if the API says so",
+        humantime::format_duration(Duration::from_secs(open.age.as_secs()))
+    );
+    append_event(
+        tx,
+        open.request_id,
+        "overdue",
+        "submitted",
+        Some(&open.job_uuid),
+        Some(open.last.progress),
+    )
+    .detail(&detail)
     .execute()
     .await
 }

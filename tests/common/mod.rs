@@ -68,6 +68,9 @@ impl World {
         settings.queue.retry_initial = Duration::from_millis(200);
         settings.queue.retry_max = Duration::from_secs(1);
         settings.service.shutdown_grace = Duration::from_secs(5);
+        settings.queue.pause_probe_interval = Duration::from_millis(500);
+        settings.reconcile.interval = Duration::from_millis(200);
+        settings.reconcile.grace = Duration::from_secs(1);
         drop(
             service::open_store(&settings)
                 .await
@@ -174,6 +177,70 @@ impl World {
     pub fn stats(&self) -> Stats {
         self.simulator.stats()
     }
+
+    /// A text column of one request.
+    pub async fn column(&self, id: i64, column: &str) -> Option<String> {
+        sqlx::query_scalar(&format!("SELECT {column} FROM request_status WHERE id = ?"))
+            .bind(id)
+            .fetch_one(&self.operator)
+            .await
+            .expect("column")
+    }
+
+    /// The real binary, configured through the environment like a systemd unit would be,
+    /// against this world's database and simulator.
+    pub fn binary(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cimg-importd"));
+        let s = &self.settings;
+        let secs = |d: Duration| format!("{}ms", d.as_millis());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CIMG_IMPORTD_TOKEN", TOKEN)
+            .env("CIMG_IMPORTD__DATABASE__PATH", &s.database.path)
+            .env("CIMG_IMPORTD__API__BASE_URL", &s.api.base_url)
+            .env(
+                "CIMG_IMPORTD__API__REQUEST_TIMEOUT",
+                secs(s.api.request_timeout),
+            )
+            .env(
+                "CIMG_IMPORTD__POLL__INITIAL_INTERVAL",
+                secs(s.poll.initial_interval),
+            )
+            .env(
+                "CIMG_IMPORTD__POLL__MAX_INTERVAL",
+                secs(s.poll.max_interval),
+            )
+            .env(
+                "CIMG_IMPORTD__QUEUE__RETRY_INITIAL",
+                secs(s.queue.retry_initial),
+            )
+            .env("CIMG_IMPORTD__QUEUE__RETRY_MAX", secs(s.queue.retry_max))
+            .env(
+                "CIMG_IMPORTD__QUEUE__PAUSE_PROBE_INTERVAL",
+                secs(s.queue.pause_probe_interval),
+            )
+            .env(
+                "CIMG_IMPORTD__RECONCILE__INTERVAL",
+                secs(s.reconcile.interval),
+            )
+            .env("CIMG_IMPORTD__RECONCILE__GRACE", secs(s.reconcile.grace))
+            .env(
+                "CIMG_IMPORTD__SERVICE__SHUTDOWN_GRACE",
+                secs(s.service.shutdown_grace),
+            )
+            .stdin(std::process::Stdio::null());
+        command
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} failed");
 }
 
 /// A second connection to the database, as an operator's sqlite3 would have.

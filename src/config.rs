@@ -190,6 +190,23 @@ pub struct LogSettings {
     /// A `tracing` filter such as `info` or `cimg_importd=debug`; `RUST_LOG`, when set,
     /// wins. Default `info`.
     pub level: String,
+    /// How lines are written to stderr. Default `auto`.
+    pub format: LogFormat,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `journal` when stderr is journald's (systemd sets `JOURNAL_STREAM`), else `human`.
+    #[default]
+    Auto,
+    /// Timestamps, and colours on a terminal.
+    Human,
+    /// No timestamps (journald adds its own) and no colours.
+    Journal,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 impl Default for DatabaseSettings {
@@ -253,6 +270,7 @@ impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             level: "info".to_owned(),
+            format: LogFormat::Auto,
         }
     }
 }

@@ -14,7 +14,9 @@
 //! - [`reconciler`]: settles requests whose submission had an unknown outcome, through
 //!   ListCIMG, so that no image is ever imported twice.
 //! - [`schedule`]: the poll interval and retry backoff rules.
-//! - [`service`]: start-up, recovery after a crash, the two loops, shutdown.
+//! - [`service`]: start-up, recovery after a crash, the loops, shutdown.
+//! - [`health`] and [`notify`]: what the loops are doing, told to systemd (readiness,
+//!   status, a watchdog that only vouches for loops making progress).
 //! - [`simulator`]: a loopback stand-in for the API, for tests, the demo and benchmarks.
 //! - [`demo`]: the whole path on a fresh database against the simulator.
 //! - [`report`]: plain-text tables of the operator views.
@@ -30,7 +32,9 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod logging;
+pub mod notify;
 pub mod poller;
 pub mod reconciler;
 pub mod report;

@@ -40,13 +40,13 @@ fn main() -> ExitCode {
             })
         }
         Command::Simulate(args) => {
-            if let Err(err) = logging::init("info") {
+            if let Err(err) = logging::init_default() {
                 return fail(EXIT_CONFIG, &err);
             }
             runtime.block_on(simulator::run(args))
         }
         Command::Demo(args) => {
-            if let Err(err) = logging::init("info") {
+            if let Err(err) = logging::init_default() {
                 return fail(EXIT_CONFIG, &err);
             }
             runtime.block_on(demo::run(args))
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 /// Loads the configuration and starts logging; finds the token only for `run`.
 fn configure(cli: &Cli) -> anyhow::Result<(Settings, Option<Token>)> {
     let settings = Settings::load(cli.config.as_deref())?;
-    logging::init(&settings.log.level)?;
+    logging::init(&settings.log)?;
     let token = match cli.command {
         Command::Run => {
             let (token, source) = Token::discover(&settings.api)?;

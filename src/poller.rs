@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, Job};
 use crate::config::PollSettings;
+use crate::health::{Beat, Health};
 use crate::schedule;
 use crate::store::{Observation, OpenJob, PolledJob, RoundSummary, Store};
 
@@ -32,21 +33,25 @@ pub struct Poller {
     api: ApiClient,
     settings: PollSettings,
     jobs_added: Arc<Notify>,
+    beat: Arc<Beat>,
 }
 
 impl Poller {
-    /// A poller that also wakes when `jobs_added` is notified.
+    /// A poller that also wakes when `jobs_added` is notified, and reports its activity to
+    /// `health` (loop name `poller`).
     pub fn new(
         store: Store,
         api: ApiClient,
         settings: PollSettings,
         jobs_added: Arc<Notify>,
+        health: &Health,
     ) -> Self {
         Poller {
             store,
             api,
             settings,
             jobs_added,
+            beat: health.beat("poller"),
         }
     }
 
@@ -72,7 +77,11 @@ impl Poller {
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
-            if let Err(err) = self.round(&shutdown).await {
+            let round = {
+                let _working = self.beat.working();
+                self.round(&shutdown).await
+            };
+            if let Err(err) = round {
                 tracing::error!(error = format!("{err:#}"), "poll round failed; will retry");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

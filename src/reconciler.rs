@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, Image};
 use crate::config::Settings;
+use crate::health::{Beat, Health};
 use crate::store::{DoubtfulRequest, Store, TrackedJob};
 
 /// Most in-doubt requests looked up in one pass.
@@ -44,6 +45,7 @@ pub struct Reconciler {
     api: ApiClient,
     settings: Arc<Settings>,
     jobs_added: Arc<Notify>,
+    beat: Arc<Beat>,
 }
 
 /// What a look-up concluded for one request.
@@ -58,18 +60,21 @@ enum Verdict {
 }
 
 impl Reconciler {
-    /// A reconciler that wakes `jobs_added` when it adopts a running job.
+    /// A reconciler that wakes `jobs_added` when it adopts a running job, and reports its
+    /// activity to `health` (loop name `reconciler`).
     pub fn new(
         store: Store,
         api: ApiClient,
         settings: Arc<Settings>,
         jobs_added: Arc<Notify>,
+        health: &Health,
     ) -> Self {
         Reconciler {
             store,
             api,
             settings,
             jobs_added,
+            beat: health.beat("reconciler"),
         }
     }
 
@@ -77,7 +82,11 @@ impl Reconciler {
     pub async fn run(self, shutdown: CancellationToken) {
         let interval = self.settings.reconcile.interval;
         while !shutdown.is_cancelled() {
-            if let Err(err) = self.pass().await {
+            let pass = {
+                let _working = self.beat.working();
+                self.pass().await
+            };
+            if let Err(err) = pass {
                 tracing::error!(
                     error = format!("{err:#}"),
                     "cannot reconcile in-doubt requests; will retry"

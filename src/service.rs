@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::config::{Settings, Token};
+use crate::health::Health;
+use crate::notify;
 use crate::poller::Poller;
 use crate::reconciler::Reconciler;
 use crate::store::Store;
@@ -62,24 +64,39 @@ pub async fn run(
     let api = ApiClient::new(&settings.api, &token)?;
 
     let jobs_added = Arc::new(Notify::new());
+    let health = Arc::new(Health::new(&["submitter", "poller", "reconciler"]));
     let stop = CancellationToken::new();
     let submitter = Submitter::new(
         store.clone(),
         api.clone(),
         settings.clone(),
         jobs_added.clone(),
+        health.clone(),
     );
     let reconciler = Reconciler::new(
         store.clone(),
         api.clone(),
         settings.clone(),
         jobs_added.clone(),
+        &health,
     );
-    let poller = Poller::new(store.clone(), api, settings.poll.clone(), jobs_added);
+    let poller = Poller::new(
+        store.clone(),
+        api,
+        settings.poll.clone(),
+        jobs_added,
+        &health,
+    );
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(submitter.run(stop.child_token()));
     tasks.spawn(poller.run(stop.child_token()));
     tasks.spawn(reconciler.run(stop.child_token()));
+    let supervisor = tokio::spawn(notify::supervise(
+        store.clone(),
+        health.clone(),
+        stop.child_token(),
+    ));
+    notify::ready(&store, &health).await;
     tracing::info!(
         database = %settings.database.path.display(),
         api = %settings.api.base_url,
@@ -92,6 +109,7 @@ pub async fn run(
             tracing::error!(result = ?ended, "a worker loop ended on its own; stopping");
         }
     }
+    notify::stopping();
     stop.cancel();
     let grace = settings.service.shutdown_grace;
     let drained =
@@ -104,6 +122,7 @@ pub async fn run(
         );
         tasks.abort_all();
     }
+    let _ = supervisor.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, Disposition};
 use crate::config::Settings;
+use crate::health::{Beat, Health};
 use crate::schedule;
 use crate::store::{ClaimedRequest, Failure, RequestState, Store};
 use crate::validate;
@@ -37,6 +38,8 @@ pub struct Submitter {
     settings: Arc<Settings>,
     jobs_added: Arc<Notify>,
     pause: Arc<Mutex<Pause>>,
+    health: Arc<Health>,
+    beat: Arc<Beat>,
 }
 
 /// Whether submissions are held back because the account is refused.
@@ -47,12 +50,14 @@ struct Pause {
 }
 
 impl Submitter {
-    /// A submitter that wakes `jobs_added` whenever it records a new job.
+    /// A submitter that wakes `jobs_added` whenever it records a new job and reports its
+    /// activity and pauses to `health` (loop name `submitter`).
     pub fn new(
         store: Store,
         api: ApiClient,
         settings: Arc<Settings>,
         jobs_added: Arc<Notify>,
+        health: Arc<Health>,
     ) -> Self {
         Submitter {
             store,
@@ -60,6 +65,8 @@ impl Submitter {
             settings,
             jobs_added,
             pause: Arc::default(),
+            beat: health.beat("submitter"),
+            health,
         }
     }
 
@@ -68,7 +75,10 @@ impl Submitter {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut in_flight = JoinSet::new();
         while !shutdown.is_cancelled() {
-            let wait = self.claim_and_spawn(&mut in_flight).await;
+            let wait = {
+                let _working = self.beat.working();
+                self.claim_and_spawn(&mut in_flight).await
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
@@ -266,6 +276,7 @@ impl Submitter {
             );
         }
         pause.until = Some(Instant::now() + probe);
+        self.health.set_paused(true);
     }
 
     fn resume_if_paused(&self) {
@@ -274,6 +285,7 @@ impl Submitter {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if pause.until.take().is_some() {
+            self.health.set_paused(false);
             tracing::info!("the API accepts the account again; submissions resumed");
         }
     }

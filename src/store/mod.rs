@@ -722,6 +722,32 @@ impl Store {
         .await
     }
 
+    /// How many requests are in each state the daemon still works on.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn open_counts(&self) -> anyhow::Result<OpenCounts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM import_requests
+             WHERE state IN ('queued', 'submitting', 'submitted', 'in_doubt')
+             GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = OpenCounts::default();
+        for (state, count) in rows {
+            let slot = match state.as_str() {
+                "queued" => &mut counts.queued,
+                "submitting" => &mut counts.submitting,
+                "submitted" => &mut counts.submitted,
+                _ => &mut counts.in_doubt,
+            };
+            *slot = count;
+        }
+        Ok(counts)
+    }
+
     /// Requests not yet in a terminal state.
     ///
     /// # Errors
@@ -807,6 +833,19 @@ impl Store {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Requests per state the daemon still works on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenCounts {
+    /// Waiting to be sent.
+    pub queued: i64,
+    /// Being sent.
+    pub submitting: i64,
+    /// Jobs being tracked.
+    pub submitted: i64,
+    /// Waiting to be reconciled.
+    pub in_doubt: i64,
 }
 
 /// What one recorded round changed, for logs.

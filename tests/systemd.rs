@@ -19,7 +19,9 @@ impl Received {
     fn listen(socket: UnixDatagram) -> Received {
         let received = Received::default();
         let sink = received.clone();
-        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             loop {
@@ -40,12 +42,20 @@ impl Received {
     fn lines(&self, prefix: &str) -> Vec<(Instant, String)> {
         let all = self.0.lock().unwrap();
         all.iter()
-            .flat_map(|(at, text)| text.lines().filter(|l| l.starts_with(prefix)).map(|l| (*at, l.to_owned())).collect::<Vec<_>>())
+            .flat_map(|(at, text)| {
+                text.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .map(|l| (*at, l.to_owned()))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
     fn pings_between(&self, from: Instant, to: Instant) -> usize {
-        self.lines("WATCHDOG=1").iter().filter(|(at, _)| *at >= from && *at <= to).count()
+        self.lines("WATCHDOG=1")
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .count()
     }
 }
 
@@ -72,13 +82,22 @@ async fn watchdog_pings_stop_while_the_poll_loop_is_stuck_and_resume_after() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ready = wait_for(Duration::from_secs(10), || async { !received.lines("READY=1").is_empty() }).await;
+    let ready = wait_for(Duration::from_secs(10), || async {
+        !received.lines("READY=1").is_empty()
+    })
+    .await;
     assert!(ready, "no READY=1");
-    let polling = wait_for(Duration::from_secs(10), || async { world.stats().calls.job_result >= 2 }).await;
+    let polling = wait_for(Duration::from_secs(10), || async {
+        world.stats().calls.job_result >= 2
+    })
+    .await;
     assert!(polling, "the job is not being polled");
     let healthy_from = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(received.pings_between(healthy_from, Instant::now()) >= 2, "no pings while healthy");
+    assert!(
+        received.pings_between(healthy_from, Instant::now()) >= 2,
+        "no pings while healthy"
+    );
 
     // JobResult now hangs: the poll loop is stuck inside a call for up to 8 s.
     world.simulator.set_faults(Faults {
@@ -89,12 +108,20 @@ async fn watchdog_pings_stop_while_the_poll_loop_is_stuck_and_resume_after() {
         ..Faults::default()
     });
     let hung_calls = world.stats().answers.job_result.hung;
-    assert!(wait_for(Duration::from_secs(5), || async { world.stats().answers.job_result.hung > hung_calls }).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            world.stats().answers.job_result.hung > hung_calls
+        })
+        .await
+    );
     let stuck_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let quiet_from = stuck_at + Duration::from_millis(1800);
     let pings_while_stuck = received.pings_between(quiet_from, Instant::now());
-    assert_eq!(pings_while_stuck, 0, "the watchdog kept vouching for a stuck poll loop");
+    assert_eq!(
+        pings_while_stuck, 0,
+        "the watchdog kept vouching for a stuck poll loop"
+    );
 
     world.simulator.set_faults(Faults::default());
     let resumed = wait_for(Duration::from_secs(12), || async {
@@ -104,17 +131,31 @@ async fn watchdog_pings_stop_while_the_poll_loop_is_stuck_and_resume_after() {
     assert!(resumed, "pings did not resume once the call timed out");
 
     let statuses = received.lines("STATUS=");
-    assert!(statuses.iter().any(|(_, s)| s.contains("tracking 1")), "status lines: {statuses:?}");
+    assert!(
+        statuses.iter().any(|(_, s)| s.contains("tracking 1")),
+        "status lines: {statuses:?}"
+    );
     signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert!(status.success());
-    assert!(wait_for(Duration::from_secs(2), || async { !received.lines("STOPPING=1").is_empty() }).await);
+    assert!(
+        wait_for(Duration::from_secs(2), || async {
+            !received.lines("STOPPING=1").is_empty()
+        })
+        .await
+    );
 
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("withholding watchdog pings"), "{stderr}");
     for line in stderr.lines() {
-        assert!(!line.contains('\u{1b}'), "colour codes under journald: {line:?}");
-        assert!(!line.starts_with(|c: char| c.is_ascii_digit()), "timestamp under journald: {line:?}");
+        assert!(
+            !line.contains('\u{1b}'),
+            "colour codes under journald: {line:?}"
+        );
+        assert!(
+            !line.starts_with(|c: char| c.is_ascii_digit()),
+            "timestamp under journald: {line:?}"
+        );
     }
 }

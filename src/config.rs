@@ -42,6 +42,10 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     /// How the daemon starts and stops.
     pub service: ServiceSettings,
+    /// The optional Prometheus endpoint.
+    pub metrics: MetricsSettings,
+    /// Removal of old finished requests.
+    pub retention: RetentionSettings,
     /// What the daemon logs.
     pub log: LogSettings,
 }
@@ -65,6 +69,41 @@ impl Default for ReconcileSettings {
         ReconcileSettings {
             interval: Duration::from_secs(30),
             grace: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Address of the Prometheus endpoint (`GET /metrics`), such as `127.0.0.1:9187`.
+    /// Default none: no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Finished requests (succeeded, failed, rejected, cancelled) last changed longer ago
+    /// than this are removed with their jobs and history. Default none: keep everything.
+    #[serde(with = "duration::optional")]
+    pub finished_after: Option<Duration>,
+    /// How often old requests are looked for. Default 1 h.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Requests removed per transaction, so the write lock is never held for long.
+    /// Default 500.
+    pub batch_size: usize,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            finished_after: None,
+            interval: Duration::from_secs(3600),
+            batch_size: 500,
         }
     }
 }
@@ -347,6 +386,7 @@ impl Settings {
             ("queue.max_attempts", self.queue.max_attempts as usize),
             ("poll.batch_size", self.poll.batch_size),
             ("poll.concurrency", self.poll.concurrency),
+            ("retention.batch_size", self.retention.batch_size),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -493,11 +533,35 @@ pub mod duration {
     /// A value that is not a string in humantime's format.
     pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(de)?;
-        humantime::parse_duration(&text).map_err(|err| {
+        parse::<D>(&text)
+    }
+
+    fn parse<'de, D: Deserializer<'de>>(text: &str) -> Result<Duration, D::Error> {
+        humantime::parse_duration(text).map_err(|err| {
             serde::de::Error::custom(format!(
                 "invalid duration `{text}` ({err}): expected e.g. `500ms`, `10s`, `5m`, `2h`"
             ))
         })
+    }
+
+    /// The same for a duration that may be left out, or written `"off"`.
+    pub mod optional {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        /// Reads an optional human-written duration; `"off"` or `""` is none.
+        ///
+        /// # Errors
+        ///
+        /// A value that is neither `"off"` nor a duration.
+        pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+            let text = Option::<String>::deserialize(de)?;
+            match text.as_deref().map(str::trim) {
+                None | Some("") | Some("off") => Ok(None),
+                Some(text) => super::parse::<D>(text).map(Some),
+            }
+        }
     }
 }
 

@@ -20,6 +20,8 @@
 //! - [`simulator`]: a loopback stand-in for the API, for tests, the demo and benchmarks.
 //! - [`demo`]: the whole path on a fresh database against the simulator.
 //! - [`report`]: plain-text tables of the operator views.
+//! - [`metrics`]: the optional Prometheus endpoint.
+//! - [`retention`]: removal of old finished requests, off by default.
 //!
 //! An operator's `INSERT INTO import_requests …` is picked up by the submitter within
 //! `queue.scan_interval`; the job the API returns goes into `jobs`; the poller moves the
@@ -34,10 +36,12 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod poller;
 pub mod reconciler;
 pub mod report;
+pub mod retention;
 pub mod schedule;
 pub mod service;
 pub mod simulator;

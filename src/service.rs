@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::config::{Settings, Token};
 use crate::health::Health;
-use crate::notify;
 use crate::poller::Poller;
 use crate::reconciler::Reconciler;
 use crate::store::Store;
 use crate::submitter::Submitter;
+use crate::{metrics, notify, retention};
 
 /// Opens the database named in `settings` and brings its schema up to date.
 ///
@@ -64,7 +64,12 @@ pub async fn run(
     let api = ApiClient::new(&settings.api, &token)?;
 
     let jobs_added = Arc::new(Notify::new());
-    let health = Arc::new(Health::new(&["submitter", "poller", "reconciler"]));
+    let health = Arc::new(Health::new(&[
+        "submitter",
+        "poller",
+        "reconciler",
+        "retention",
+    ]));
     let stop = CancellationToken::new();
     let submitter = Submitter::new(
         store.clone(),
@@ -91,6 +96,16 @@ pub async fn run(
     tasks.spawn(submitter.run(stop.child_token()));
     tasks.spawn(poller.run(stop.child_token()));
     tasks.spawn(reconciler.run(stop.child_token()));
+    let retention = retention::run(
+        store.clone(),
+        settings.retention.clone(),
+        health.beat("retention"),
+        stop.child_token(),
+    );
+    let retention = tokio::spawn(retention);
+    if let Some(listen) = settings.metrics.listen {
+        metrics::serve(listen, store.clone(), health.clone(), stop.child_token()).await?;
+    }
     let supervisor = tokio::spawn(notify::supervise(
         store.clone(),
         health.clone(),
@@ -123,6 +138,7 @@ pub async fn run(
         tasks.abort_all();
     }
     let _ = supervisor.await;
+    let _ = retention.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

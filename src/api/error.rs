@@ -131,6 +131,18 @@ impl ApiError {
         }
     }
 
+    /// A short name of the kind of failure, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::NotSent { .. } => "not_sent",
+            ApiError::NoAnswer { .. } => "no_answer",
+            ApiError::Http { status: 429, .. } => "rate_limited",
+            ApiError::Http { .. } => "http_error",
+            ApiError::Malformed { .. } => "malformed",
+            ApiError::Errno { .. } => "errno",
+        }
+    }
+
     /// The API's errno, when the failure is one.
     pub fn errno(&self) -> Option<i64> {
         match self {

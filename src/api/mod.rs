@@ -214,7 +214,13 @@ impl ApiClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Answer<Value>, ApiError> {
         self.wait_for_retry_after().await;
+        let started = Instant::now();
         let result = self.send(endpoint, request).await;
+        let outcome = result.as_ref().err().map_or("ok", ApiError::kind);
+        metrics::counter!(crate::metrics::API_CALLS, "endpoint" => endpoint.name(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(crate::metrics::API_CALL_SECONDS, "endpoint" => endpoint.name())
+            .record(started.elapsed().as_secs_f64());
         if let Some(wait) = result.as_ref().err().and_then(ApiError::retry_after) {
             self.hold_calls_for(endpoint, wait);
         }

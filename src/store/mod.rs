@@ -748,6 +748,66 @@ impl Store {
         Ok(counts)
     }
 
+    /// The figures the metrics endpoint reads from the database.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn metrics_snapshot(&self) -> anyhow::Result<MetricsSnapshot> {
+        let by_state = sqlx::query_as("SELECT state, count(*) FROM import_requests GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let oldest_queued_seconds = sqlx::query_scalar(
+            "SELECT (julianday('now') - julianday(min(created_at))) * 86400.0
+             FROM import_requests WHERE state = 'queued'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let (jobs_tracked, jobs_overdue): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(overdue_at) FROM jobs WHERE finished_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(MetricsSnapshot {
+            by_state,
+            oldest_queued_seconds,
+            jobs_tracked,
+            jobs_overdue,
+        })
+    }
+
+    /// Removes up to `limit` finished requests last changed more than `age` ago, with
+    /// their jobs and history (by cascade), in one short transaction.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be written (after waiting out locks).
+    pub async fn remove_finished(&self, age: Duration, limit: usize) -> anyhow::Result<u64> {
+        let cutoff = format!("-{:.3} seconds", age.as_secs_f64());
+        self.write("remove old finished requests", |pool| {
+            let cutoff = cutoff.clone();
+            async move {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let removed = sqlx::query(
+                    "DELETE FROM import_requests WHERE id IN (
+                         SELECT id FROM import_requests
+                         WHERE state IN ('succeeded', 'failed', 'rejected', 'cancelled')
+                           AND updated_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
+                         ORDER BY updated_at
+                         LIMIT ?)",
+                )
+                .bind(cutoff)
+                .bind(limit as i64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(removed)
+            }
+        })
+        .await
+    }
+
     /// Requests not yet in a terminal state.
     ///
     /// # Errors
@@ -833,6 +893,19 @@ impl Store {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// What the database says for the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Requests per state, for the states that have any.
+    pub by_state: Vec<(String, i64)>,
+    /// Age of the oldest queued request, if one is queued.
+    pub oldest_queued_seconds: Option<f64>,
+    /// Jobs being polled.
+    pub jobs_tracked: i64,
+    /// Of those, the overdue ones.
+    pub jobs_overdue: i64,
 }
 
 /// Requests per state the daemon still works on.

@@ -12,6 +12,10 @@
 //!   queued again (its attempts are kept);
 //! - none yet within the grace, several, or the listing failed: stay `in_doubt`, say
 //!   why, look again after `reconcile.interval`.
+//!
+//! It also looks up the image of a job that JobResult has left out of
+//! [`LOOKUP_AFTER_MISSES`] answers in a row: still importing, it is polled on; ready or
+//! in error, the job's end is recorded; not listed at all, the job is recorded as lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, Image};
 use crate::config::Settings;
 use crate::health::{Beat, Health};
-use crate::store::{DoubtfulRequest, Store, TrackedJob};
+use crate::store::{DoubtfulRequest, ListedEnd, MissingJob, Store, TrackedJob};
 
 /// Most in-doubt requests looked up in one pass.
 const PASS_SIZE: usize = 50;
@@ -33,6 +37,9 @@ const PAGE_SIZE: u64 = 100;
 /// Most pages read for one name; more images than this of one name is itself a reason to
 /// leave the decision to a person.
 const MAX_PAGES: u64 = 10;
+
+/// Answers in a row that leave a job out before its image is looked up.
+pub const LOOKUP_AFTER_MISSES: u32 = 5;
 
 /// How much earlier than our first attempt the provider's clock may date an image we
 /// created (clocks differ).
@@ -116,7 +123,58 @@ impl Reconciler {
             };
             self.settle(&request, verdict).await?;
         }
+        for job in self
+            .store
+            .missing_jobs(LOOKUP_AFTER_MISSES, PASS_SIZE)
+            .await?
+        {
+            self.look_up_missing(&job).await?;
+        }
         Ok(())
+    }
+
+    /// Decides what became of a job JobResult keeps leaving out, from its image.
+    async fn look_up_missing(&self, job: &MissingJob) -> anyhow::Result<()> {
+        let names = [job.name.clone()];
+        let listed = match self
+            .api
+            .list_cimg(&job.region_id, &names, 0, PAGE_SIZE)
+            .await
+        {
+            Ok(answer) => answer.data.items,
+            Err(err) => {
+                tracing::warn!(job_uuid = %job.job_uuid, error = %err, "cannot look up a missing job's image; trying later");
+                return Ok(());
+            }
+        };
+        let image = listed
+            .into_iter()
+            .find(|image| image.cimg_uuid == job.resource_uuid);
+        let end = match image {
+            Some(image) if image.job.as_ref().is_some_and(|j| !j.done) => {
+                return self.store.record_job_listed(job.id).await;
+            }
+            Some(image) => match image.status.to_ascii_lowercase().as_str() {
+                "ready" | "available" => ListedEnd::Succeeded(format!(
+                    "JobResult left job {} out {} times; ListCIMG shows image {} ready",
+                    job.job_uuid, job.misses, image.cimg_uuid
+                )),
+                status if status.contains("error") || status.contains("fail") => {
+                    ListedEnd::Failed(format!(
+                        "JobResult left job {} out {} times; ListCIMG shows image {} in status {}",
+                        job.job_uuid, job.misses, image.cimg_uuid, image.status
+                    ))
+                }
+                _ => return self.store.record_job_listed(job.id).await,
+            },
+            None => ListedEnd::Lost(format!(
+                "JobResult left job {} out {} times and ListCIMG does not list image {}: the job \
+                 is lost; check the target region before retrying",
+                job.job_uuid, job.misses, job.resource_uuid
+            )),
+        };
+        tracing::warn!(request_id = job.request_id, job_uuid = %job.job_uuid, end = ?end, "missing job settled by ListCIMG");
+        self.store.record_job_ended_by_listing(job, &end).await
     }
 
     /// Images of the request's name in its region, created since its first attempt.

@@ -375,3 +375,56 @@ async fn an_api_that_never_answers_times_out_without_stopping_other_work() {
     assert_eq!(world.state(other).await, "succeeded");
     assert_eq!(world.stats().max_imports_per_name(), 1);
 }
+
+#[tokio::test]
+async fn a_job_left_out_answer_after_answer_is_settled_by_its_image() {
+    let faults = Faults {
+        omit_jobs: 1.0,
+        ..Faults::default()
+    };
+    let mut world = World::new(jobs_of(500, faults)).await;
+    world.settings.poll.initial_interval = Duration::from_millis(300);
+    world.settings.poll.max_interval = Duration::from_millis(300);
+    let ready = world.insert("gz", "listed-ready", "bj").await;
+    let running = world.insert("bj", "stuck-but-listed", "gz").await;
+    let daemon = world.start();
+    let settled = wait_for(Duration::from_secs(15), || async {
+        world.state(ready).await == "succeeded"
+    })
+    .await;
+    assert!(settled, "the missing job's ready image was not found");
+    // The running job has been asked about (and left out) well past the look-up point.
+    let asked_often = wait_for(Duration::from_secs(10), || async {
+        world
+            .stats()
+            .job_result_calls
+            .iter()
+            .filter(|c| c.region == "bj")
+            .count()
+            >= 8
+    })
+    .await;
+    assert!(asked_often);
+    let misses: i64 = sqlx::query_scalar("SELECT missed_polls FROM jobs WHERE request_id = ?")
+        .bind(running)
+        .fetch_one(&world.operator)
+        .await
+        .unwrap();
+    let reset = misses < 8;
+    daemon.stop().await;
+
+    let detail: String = sqlx::query_scalar(
+        "SELECT detail FROM request_history WHERE request_id = ? AND kind = 'succeeded'",
+    )
+    .bind(ready)
+    .fetch_one(&world.operator)
+    .await
+    .unwrap();
+    assert!(detail.contains("ListCIMG shows image"), "{detail}");
+    assert!(
+        reset,
+        "a job still running on its image keeps being polled, misses counted anew: {misses}"
+    );
+    assert_eq!(world.state(running).await, "submitted");
+    assert!(world.stats().calls.list >= 2);
+}

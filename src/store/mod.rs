@@ -19,8 +19,10 @@ use sqlx::{Row, SqlitePool};
 use crate::api::{ImportSpec, Job};
 use crate::config::DatabaseSettings;
 
+mod missing;
 mod reconcile;
 
+pub use missing::{ListedEnd, MissingJob};
 pub use reconcile::DoubtfulRequest;
 
 /// Connections in the pool: enough for the submitter, the poller and a report at once.

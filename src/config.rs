@@ -334,14 +334,9 @@ impl Settings {
         let mut builder = config::Config::builder();
         match path {
             Some(path) => {
-                if !path.is_file() {
-                    bail!(
-                        "configuration file `{}` not found: check the --config path",
-                        path.display()
-                    );
-                }
+                let text = read_config_file(path)?;
                 builder =
-                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+                    builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
             }
             None => {
                 let default = Path::new(DEFAULT_CONFIG_PATH);
@@ -370,7 +365,12 @@ impl Settings {
             .add_source(environment)
             .build()
             .and_then(|config| config.try_deserialize())
-            .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "invalid configuration: {err} (from the file or a {ENV_PREFIX}__… \
+                     environment variable)"
+                )
+            })?;
         settings.check()?;
         Ok(settings)
     }
@@ -420,13 +420,72 @@ impl Settings {
         if self.queue.retry_max < self.queue.retry_initial {
             bail!("invalid configuration: `queue.retry_max` is shorter than `queue.retry_initial`");
         }
-        url::Url::parse(&self.api.base_url).with_context(|| {
+        let url = url::Url::parse(&self.api.base_url).with_context(|| {
             format!(
                 "invalid configuration: `api.base_url` `{}` is not a URL",
                 self.api.base_url
             )
         })?;
-        Ok(())
+        if !matches!(url.scheme(), "https" | "http") {
+            bail!(
+                "invalid configuration: `api.base_url` `{}` must start with https:// (or \
+                 http:// for a local simulator)",
+                self.api.base_url
+            );
+        }
+        self.check_lists()
+    }
+
+    /// Rules for the lists: region ids that could ever match, errno codes in one list only,
+    /// and a log level that names a level.
+    fn check_lists(&self) -> anyhow::Result<()> {
+        for region in &self.queue.allowed_regions {
+            let plausible = !region.is_empty()
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !plausible {
+                bail!(
+                    "invalid configuration: `queue.allowed_regions` entry `{region}` is not a \
+                     region id: use lower-case ids such as \"gz\", \"bj\""
+                );
+            }
+        }
+        let errno = &self.api.errno;
+        let lists = [
+            ("transient", &errno.transient),
+            ("account_wide", &errno.account_wide),
+            ("permanent", &errno.permanent),
+        ];
+        for (i, (name, list)) in lists.iter().enumerate() {
+            for (other, other_list) in &lists[i + 1..] {
+                if let Some(code) = list.iter().find(|code| other_list.contains(code)) {
+                    bail!(
+                        "invalid configuration: errno {code} is in both `api.errno.{name}` and \
+                         `api.errno.{other}`: keep it in one"
+                    );
+                }
+            }
+        }
+        crate::logging::check_level(&self.log.level)
+    }
+}
+
+/// Reads a configuration file named on the command line, saying exactly what is wrong
+/// when it cannot.
+fn read_config_file(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+            "configuration file `{}` not found: check the --config path",
+            path.display()
+        ),
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "configuration file `{}` is not readable by this user: make it readable (e.g. mode \
+             0644) or run as its owner",
+            path.display()
+        ),
+        Err(err) => bail!("cannot read configuration file `{}`: {err}", path.display()),
     }
 }
 
@@ -644,6 +703,26 @@ mod tests {
                 "zero batch",
                 "[poll]\nbatch_size = 0\n",
                 &["poll.batch_size"],
+            ),
+            (
+                "ftp url",
+                "[api]\nbase_url = \"ftp://127.0.0.1:1\"\n",
+                &["must start with https://"],
+            ),
+            (
+                "odd allowed region",
+                "[queue]\nallowed_regions = [\"GZ\"]\n",
+                &["`GZ` is not a region id"],
+            ),
+            (
+                "errno twice",
+                "[api.errno]\ntransient = [2, 4]\n",
+                &["errno 4 is in both"],
+            ),
+            (
+                "level that names no level",
+                "[log]\nlevel = \"loud\"\n",
+                &["does not name a level"],
             ),
             (
                 "bad url",

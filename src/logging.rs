@@ -13,12 +13,19 @@ use crate::config::{LogFormat, LogSettings};
 ///
 /// The level is not a valid filter.
 pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
-    let level = &settings.level;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(from_env) if !from_env.trim().is_empty() => EnvFilter::try_new(from_env),
-        _ => EnvFilter::try_new(level),
-    }
-    .map_err(|err| anyhow::anyhow!("invalid log filter `{level}` for `log.level`: {err}"))?;
+        Ok(from_env) if !from_env.trim().is_empty() => EnvFilter::try_new(&from_env)
+            .map_err(|err| anyhow::anyhow!("invalid log filter `{from_env}` in RUST_LOG: {err}"))?,
+        _ => {
+            check_level(&settings.level)?;
+            EnvFilter::try_new(&settings.level).map_err(|err| {
+                anyhow::anyhow!(
+                    "invalid log filter `{}` for `log.level`: {err}",
+                    settings.level
+                )
+            })?
+        }
+    };
 
     let terminal = std::io::stderr().is_terminal();
     let format = match settings.format {
@@ -36,6 +43,27 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Journal => builder.with_ansi(false).without_time().init(),
         _ => builder.with_ansi(terminal).init(),
+    }
+    Ok(())
+}
+
+/// Checks `log.level`: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+/// directives such as `info,cimg_importd=debug` whose parts each name a level. A bare
+/// word that is no level would silence every log line, so it is refused.
+///
+/// # Errors
+///
+/// A part that names no level, with the accepted forms.
+pub fn check_level(level: &str) -> anyhow::Result<()> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    for part in level.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let named = part.rsplit_once('=').map_or(part, |(_, level)| level);
+        if !LEVELS.contains(&named.to_ascii_lowercase().as_str()) {
+            anyhow::bail!(
+                "invalid configuration: `log.level` `{level}` does not name a level: use one of \
+                 error, warn, info, debug, trace, off, or e.g. `info,cimg_importd=debug`"
+            );
+        }
     }
     Ok(())
 }

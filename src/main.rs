@@ -26,16 +26,19 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 match token {
                     Some(token) => {
-                        let stop = service::shutdown_signal()?;
-                        service::run(settings, token, stop).await
+                        let stop = service::Stop::new();
+                        service::stop_on_signals(stop.clone())?;
+                        service::run_until(settings, token, stop).await
                     }
-                    None => service::open_store(&settings).await.map(|store| {
-                        println!(
+                    None => {
+                        let store = service::open_store(&settings).await?;
+                        store.close().await;
+                        eprintln!(
                             "database {} is up to date",
                             settings.database.path.display()
                         );
-                        drop(store);
-                    }),
+                        Ok(())
+                    }
                 }
             })
         }

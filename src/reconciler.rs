@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, Image};
 use crate::config::Settings;
 use crate::health::{Beat, Health};
-use crate::store::{DoubtfulRequest, ListedEnd, MissingJob, Store, TrackedJob};
+use crate::store::{DoubtfulRequest, JobOutcome, ListedEnd, MissingJob, Store, TrackedJob};
 
 /// Most in-doubt requests looked up in one pass.
 const PASS_SIZE: usize = 50;
@@ -291,7 +291,16 @@ impl Reconciler {
                 image.cimg_uuid, image.status
             );
             self.store
-                .record_job(request.id, &tracked, Duration::ZERO, "adopted", &detail)
+                .record_job(
+                    request.id,
+                    &tracked,
+                    Duration::ZERO,
+                    &JobOutcome {
+                        from: "in_doubt",
+                        kind: "adopted",
+                        detail: &detail,
+                    },
+                )
                 .await?;
             self.jobs_added.notify_one();
             return Ok(());

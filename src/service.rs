@@ -2,6 +2,7 @@
 //! behind, runs the submitter and the poller, and stops them cleanly on a signal.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -40,6 +41,32 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// How a running daemon is asked to stop: gracefully first, then, if asked again, at once.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    graceful: CancellationToken,
+    now: CancellationToken,
+}
+
+impl Stop {
+    /// A stop nobody has asked for yet.
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+
+    /// Stop claiming work; let calls in flight finish within the grace.
+    pub fn request(&self) {
+        self.graceful.cancel();
+    }
+
+    /// Stop without waiting for calls in flight (their requests are reconciled at the
+    /// next start).
+    pub fn hurry(&self) {
+        self.graceful.cancel();
+        self.now.cancel();
+    }
+}
+
 /// Runs the daemon until `shutdown` completes, then stops claiming work, gives calls in
 /// flight up to `service.shutdown_grace` to finish and be recorded, and returns.
 ///
@@ -49,9 +76,27 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 pub async fn run(
     settings: Settings,
     token: Token,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let stop = Stop::new();
+    let asked = stop.clone();
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        asked.request();
+    });
+    let result = run_until(settings, token, stop).await;
+    watcher.abort();
+    result
+}
+
+/// [`run`], stopped through a [`Stop`], which can also cut the grace short.
+///
+/// # Errors
+///
+/// Start-up failed: the database, its lock or the API client could not be set up.
+pub async fn run_until(settings: Settings, token: Token, asked: Stop) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
+    let _instance = lock_instance(&settings.database.path)?;
     let store = open_store(&settings).await?;
     let interrupted = store.recover_interrupted().await?;
     if !interrupted.is_empty() {
@@ -119,7 +164,7 @@ pub async fn run(
     );
 
     tokio::select! {
-        _ = shutdown => tracing::info!("stopping: finishing calls in flight"),
+        _ = asked.graceful.cancelled() => tracing::info!("stopping: finishing calls in flight"),
         Some(ended) = tasks.join_next() => {
             tracing::error!(result = ?ended, "a worker loop ended on its own; stopping");
         }
@@ -127,13 +172,16 @@ pub async fn run(
     notify::stopping();
     stop.cancel();
     let grace = settings.service.shutdown_grace;
-    let drained =
-        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
+    let drain = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} });
+    let drained = tokio::select! {
+        drained = drain => drained.is_ok(),
+        _ = asked.now.cancelled() => false,
+    };
+    if !drained {
         tracing::warn!(
             grace_s = grace.as_secs(),
-            "calls still in flight after the shutdown grace; their requests stay submitting \
-             and are reconciled at the next start"
+            "stopped before work in flight finished; a request left submitting is reconciled \
+             at the next start"
         );
         tasks.abort_all();
     }
@@ -144,21 +192,70 @@ pub async fn run(
     Ok(())
 }
 
-/// Listens for SIGINT and SIGTERM from now on; the future completes on the first of
-/// them. Call it before start-up work, so a stop asked for during start-up is not lost.
+/// Turns signals into stops: the first SIGTERM or SIGINT asks for a graceful stop, a
+/// second one for an immediate stop. SIGHUP is logged and ignored, so a closed terminal
+/// does not kill the daemon mid-call. Installs the handlers at once, so a stop asked for
+/// during start-up is not lost.
 ///
 /// # Errors
 ///
 /// The signal handlers cannot be installed (no tokio runtime, or the OS refused).
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+pub fn stop_on_signals(stop: Stop) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
-            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "stop requested"),
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        let mut asked = false;
+        loop {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+                _ = hangup.recv() => {
+                    tracing::info!(
+                        signal = "SIGHUP",
+                        "ignored: restart the daemon to apply configuration changes"
+                    );
+                    continue;
+                }
+            };
+            if asked {
+                tracing::warn!(signal = name, "asked again: stopping without waiting");
+                stop.hurry();
+            } else {
+                tracing::info!(signal = name, "stop requested");
+                stop.request();
+                asked = true;
+            }
         }
-    })
+    });
+    Ok(())
+}
+
+/// Holds `<database>.lock` for as long as the daemon runs: a second daemon on the same
+/// database would take the first one's calls in flight for a crash's leftovers.
+fn lock_instance(database: &Path) -> anyhow::Result<std::fs::File> {
+    let path = {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        std::path::PathBuf::from(name)
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|err| anyhow::anyhow!("cannot open the lock file `{}`: {err}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another cimg-importd is already running on `{}` (it holds `{}`): stop it first",
+            database.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(err)) => {
+            anyhow::bail!("cannot lock `{}`: {err}", path.display())
+        }
+    }
 }

@@ -75,9 +75,16 @@ impl Submitter {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut in_flight = JoinSet::new();
         while !shutdown.is_cancelled() {
-            let wait = {
+            // A stop asked for while a claim waits (say, on an operator's lock) abandons the
+            // claim: its transaction rolls back and no new call leaves after the signal.
+            let claim = async {
                 let _working = self.beat.working();
                 self.claim_and_spawn(&mut in_flight).await
+            };
+            let wait = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                wait = claim => wait,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -10,6 +10,9 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// Longest description accepted, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 256;
 
+/// Longest region id accepted, in characters.
+pub const MAX_REGION_CHARS: usize = 32;
+
 /// Turns an operator's row into what the API is sent, or says why it cannot be.
 ///
 /// `allowed_regions` empty means any region id made of `a-z`, `0-9` and `-`; otherwise
@@ -62,6 +65,12 @@ pub fn check(fields: RequestFields, allowed_regions: &[String]) -> Result<Import
 fn check_region(column: &str, value: &str, allowed: &[String]) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("`{column}` is empty"));
+    }
+    if value.chars().count() > MAX_REGION_CHARS {
+        return Err(format!(
+            "`{column}` `{}` is longer than {MAX_REGION_CHARS} characters: not a region id",
+            shorten(value)
+        ));
     }
     if !allowed.is_empty() {
         if allowed.iter().any(|region| region == value) {

@@ -428,3 +428,56 @@ async fn a_job_left_out_answer_after_answer_is_settled_by_its_image() {
     assert_eq!(world.state(running).await, "submitted");
     assert!(world.stats().calls.list >= 2);
 }
+
+#[tokio::test]
+async fn a_request_deleted_by_hand_never_lends_its_history_or_job_to_the_next() {
+    let world = World::new(jobs_of(2500, Faults::default())).await;
+    let doomed = world.insert("gz", "deleted-by-hand", "bj").await;
+    let daemon = world.start();
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            world.state(doomed).await == "submitted"
+        })
+        .await
+    );
+
+    // As the sqlite3 CLI would: foreign keys off, a plain DELETE.
+    let mut cli = world.operator.acquire().await.unwrap();
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *cli)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM import_requests WHERE id = ?")
+        .bind(doomed)
+        .execute(&mut *cli)
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *cli)
+        .await
+        .unwrap();
+    drop(cli);
+    let next = world.insert("gz", "inserted-after", "bj").await;
+    assert_eq!(next, doomed, "SQLite hands the id out again");
+
+    world.wait_all_ended(Duration::from_secs(15)).await;
+    daemon.stop().await;
+    assert_eq!(world.state(next).await, "succeeded");
+    let jobs: Vec<String> = sqlx::query_scalar("SELECT job_uuid FROM jobs WHERE request_id = ?")
+        .bind(next)
+        .fetch_all(&world.operator)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "only its own job: {jobs:?}");
+    let kinds = world.history_kinds(next).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "queued").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "submitted").count(),
+        1,
+        "{kinds:?}"
+    );
+}

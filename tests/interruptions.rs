@@ -211,3 +211,98 @@ async fn killed_twenty_times_at_random_the_daemon_never_imports_twice_nor_loses_
     );
     assert!(succeeded >= 80, "only {succeeded} succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_is_ignored_and_a_second_sigterm_stops_without_waiting() {
+    let faults = Faults {
+        latency_ms: 8000,
+        ..Faults::default()
+    };
+    let mut world = World::new(SimOptions {
+        faults,
+        ..SimOptions::default()
+    })
+    .await;
+    world.settings.service.shutdown_grace = Duration::from_secs(20);
+    world.insert("gz", "slow-answer", "bj").await;
+    let child = spawn_run(&world);
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            world.stats().calls.import >= 1
+        })
+        .await
+    );
+
+    signal(&child, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let status = stop(child, "TERM");
+    assert!(
+        status.success(),
+        "SIGHUP must not kill it, and a second SIGTERM exits cleanly: {status:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "the second SIGTERM waited {:?}",
+        asked.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_database_refuses_to_start() {
+    let world = World::new(SimOptions::default()).await;
+    let first = spawn_run(&world);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = world.binary().arg("run").output().unwrap();
+    assert!(stop(first, "TERM").success());
+    assert_eq!(second.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains("another cimg-importd is already running"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_a_claim_waits_for_a_lock_sends_nothing_new() {
+    let world = World::new(SimOptions::default()).await;
+    let child = spawn_run(&world);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // The operator queues a row inside a transaction that holds the write lock.
+    let mut lock = world.operator.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO import_requests (region_id, name, origin_image_uuid, origin_region_id) VALUES ('gz', 'queued-at-the-stop', ?, 'bj')")
+        .bind(common::ORIGIN_UUID)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&child, "TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert!(status.success());
+    assert_eq!(
+        world.stats().calls.import,
+        0,
+        "a call left after the stop signal"
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM import_requests")
+        .fetch_one(&world.operator)
+        .await
+        .unwrap();
+    assert_eq!(state, "queued");
+}

@@ -323,7 +323,8 @@ fn malformed(endpoint: Endpoint, detail: String, request_id: &str) -> ApiError {
 /// connect proves the request did not reach the API.
 fn transport_error(endpoint: Endpoint, err: &reqwest::Error) -> ApiError {
     let detail = error_chain(err);
-    if err.is_connect() {
+    // A request that could not be built or connected never left this host.
+    if err.is_connect() || err.is_builder() {
         ApiError::NotSent { endpoint, detail }
     } else {
         ApiError::NoAnswer { endpoint, detail }

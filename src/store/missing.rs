@@ -108,7 +108,7 @@ impl Store {
         };
         self.write("record a job ended by listing", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(
+            let ended = sqlx::query(
                 "UPDATE jobs
                  SET done = 1, success = ?, result = ?,
                      finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
@@ -118,14 +118,13 @@ impl Store {
             .bind((!success).then_some(detail.as_str()))
             .bind(job.id)
             .execute(&mut *tx)
-            .await?;
-            set_state(
-                &mut tx,
-                job.request_id,
-                state,
-                (!success).then_some(detail.as_str()),
-            )
-            .await?;
+            .await?
+            .rows_affected();
+            let reason = (!success).then_some(detail.as_str());
+            if ended == 0 || !set_state(&mut tx, job.request_id, "submitted", state, reason).await?
+            {
+                return Ok(());
+            }
             append_event(
                 &mut tx,
                 job.request_id,

@@ -163,6 +163,17 @@ pub(crate) struct TrackedJob<'a> {
     pub api_request_id: Option<&'a str>,
 }
 
+/// How a job came to be tracked: the request's state before, and the history entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobOutcome<'a> {
+    /// The state the request must still be in.
+    pub from: &'a str,
+    /// The event's kind.
+    pub kind: &'a str,
+    /// The event's words.
+    pub detail: &'a str,
+}
+
 /// A job still being tracked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenJob {
@@ -336,8 +347,15 @@ impl Store {
             .map_err(|err| anyhow::anyhow!("cannot migrate the database: {err}"))
     }
 
-    /// Closes every connection, checkpointing the WAL.
+    /// Folds the WAL into the database file and closes every connection, so a copy of
+    /// the database file alone is complete.
     pub async fn close(&self) {
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(error = %err, "checkpoint at close skipped");
+        }
         self.pool.close().await;
     }
 
@@ -484,23 +502,32 @@ impl Store {
             api_request_id: Some(api_request_id),
         };
         let detail = format!("new image {}", job.resource_uuid);
-        self.record_job(request_id, &tracked, first_check, "submitted", &detail)
+        let outcome = JobOutcome {
+            from: "submitting",
+            kind: "submitted",
+            detail: &detail,
+        };
+        self.record_job(request_id, &tracked, first_check, &outcome)
             .await
     }
 
-    /// Starts tracking `tracked.job` for the request, which becomes `submitted`; `kind`
-    /// and `detail` describe how the job was learned in the history.
+    /// Starts tracking `tracked.job` for the request, which moves from `outcome.from` to
+    /// `submitted`; `outcome.kind` and `outcome.detail` say in the history how the job was
+    /// learned.
     pub(crate) async fn record_job(
         &self,
         request_id: i64,
         tracked: &TrackedJob<'_>,
         first_check: Duration,
-        kind: &str,
-        detail: &str,
+        outcome: &JobOutcome<'_>,
     ) -> anyhow::Result<()> {
         let job = tracked.job;
+        let JobOutcome { from, kind, detail } = *outcome;
         self.write("record a job", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            if !set_state(&mut tx, request_id, from, "submitted", None).await? {
+                return Ok(());
+            }
             sqlx::query(
                 "INSERT INTO jobs (request_id, region_id, job_uuid, resource_uuid, api_request_id,
                                    status, progress, done, success, result, next_check_at)
@@ -518,7 +545,6 @@ impl Store {
             .bind(request_id)
             .execute(&mut *tx)
             .await?;
-            set_state(&mut tx, request_id, "submitted", None).await?;
             append_event(
                 &mut tx,
                 request_id,
@@ -553,14 +579,14 @@ impl Store {
     ) -> anyhow::Result<()> {
         self.write("schedule a retry", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(
+            let changed = sqlx::query(
                 "UPDATE import_requests
                  SET state = 'queued',
                      attempts = max(attempts - ?, 0),
                      next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
                      reason = ?, last_errno = ?, last_errmsg = ?, last_api_request_id = ?,
                      updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 WHERE id = ?",
+                 WHERE id = ? AND state = 'submitting'",
             )
             .bind(i64::from(refund))
             .bind(after(delay))
@@ -571,11 +597,18 @@ impl Store {
             .bind(request_id)
             .execute(&mut *tx)
             .await?;
-            let detail = format!(
-                "{}; next attempt in {}",
-                failure.reason,
-                humantime::format_duration(round_secs(delay))
-            );
+            if changed.rows_affected() == 0 {
+                return Ok(());
+            }
+            let detail = if refund {
+                format!("{}; tried again once the account works", failure.reason)
+            } else {
+                format!(
+                    "{}; next attempt in {}",
+                    failure.reason,
+                    humantime::format_duration(round_secs(delay))
+                )
+            };
             append_event(&mut tx, request_id, "retry_scheduled", "queued", None, None)
                 .detail(&detail)
                 .failure(failure)
@@ -606,11 +639,11 @@ impl Store {
         };
         self.write("record a failure", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(
+            let changed = sqlx::query(
                 "UPDATE import_requests
                  SET state = ?, reason = ?, last_errno = ?, last_errmsg = ?, last_api_request_id = ?,
                      updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 WHERE id = ?",
+                 WHERE id = ? AND state = 'submitting'",
             )
             .bind(state)
             .bind(&failure.reason)
@@ -620,6 +653,9 @@ impl Store {
             .bind(request_id)
             .execute(&mut *tx)
             .await?;
+            if changed.rows_affected() == 0 {
+                return Ok(());
+            }
             append_event(&mut tx, request_id, kind, state, None, None)
                 .detail(&failure.reason)
                 .failure(failure)
@@ -1056,26 +1092,39 @@ async fn mark_rejected(tx: &mut Tx, id: i64, reason: &str) -> Result<(), sqlx::E
         .await
 }
 
-/// Moves a request to `state` with `reason`, clearing the API error of an earlier attempt
-/// (the history keeps it).
+/// Moves a request from `from` to `state` with `reason`, clearing the API error of an
+/// earlier attempt (the history keeps it). Returns false, changing nothing, when the
+/// request is no longer in `from`: an operator changed or deleted it meanwhile, and what
+/// the daemon was about to record no longer applies to it.
 async fn set_state(
     tx: &mut Tx,
     id: i64,
+    from: &str,
     state: &str,
     reason: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
         "UPDATE import_requests
          SET state = ?, reason = ?, last_errno = NULL, last_errmsg = NULL, last_api_request_id = NULL,
              updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE id = ?",
+         WHERE id = ? AND state = ?",
     )
     .bind(state)
     .bind(reason)
     .bind(id)
+    .bind(from)
     .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        tracing::warn!(
+            request_id = id,
+            expected = from,
+            "request is no longer in the expected state (changed or deleted by an operator?); \
+             outcome not recorded for it"
+        );
+    }
+    Ok(changed > 0)
 }
 
 async fn record_observation(
@@ -1121,14 +1170,14 @@ async fn record_observation(
         || job.success != open.last.success
         || job.result != open.last.result
         || (!job.status.is_empty() && job.status != open.last.status);
-    sqlx::query(
+    let still_open = sqlx::query(
         "UPDATE jobs
          SET status = coalesce(?, status), progress = ?, done = ?, success = ?, result = ?,
              missed_polls = 0, poll_errors = 0,
              last_checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
              next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
              finished_at = CASE WHEN ? THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
-         WHERE id = ?",
+         WHERE id = ? AND finished_at IS NULL",
     )
     .bind(non_empty(&job.status))
     .bind(job.progress)
@@ -1139,8 +1188,10 @@ async fn record_observation(
     .bind(job.done)
     .bind(open.id)
     .execute(&mut **tx)
-    .await?;
-    if !changed {
+    .await?
+    .rows_affected();
+    // A job that is gone (its request deleted) or already ended records nothing more.
+    if !changed || still_open == 0 {
         return Ok(());
     }
     summary.changed += 1;
@@ -1187,13 +1238,10 @@ async fn record_observation(
         };
         ("failed", format!("job failed: {result}"))
     };
-    set_state(
-        tx,
-        open.request_id,
-        state,
-        (!job.success).then_some(detail.as_str()),
-    )
-    .await?;
+    let reason = (!job.success).then_some(detail.as_str());
+    if !set_state(tx, open.request_id, "submitted", state, reason).await? {
+        return Ok(());
+    }
     append_event(
         tx,
         open.request_id,

@@ -120,7 +120,17 @@ impl Store {
         let state = if success { "succeeded" } else { "failed" };
         self.write("record an adopted image", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            set_state(&mut tx, request_id, state, (!success).then_some(detail)).await?;
+            if !set_state(
+                &mut tx,
+                request_id,
+                "in_doubt",
+                state,
+                (!success).then_some(detail),
+            )
+            .await?
+            {
+                return Ok(());
+            }
             sqlx::query("UPDATE import_requests SET resource_uuid = ? WHERE id = ?")
                 .bind(resource_uuid)
                 .bind(request_id)
@@ -145,7 +155,9 @@ impl Store {
     pub async fn record_requeued(&self, request_id: i64, detail: &str) -> anyhow::Result<()> {
         self.write("queue a reconciled request again", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            set_state(&mut tx, request_id, "queued", None).await?;
+            if !set_state(&mut tx, request_id, "in_doubt", "queued", None).await? {
+                return Ok(());
+            }
             sqlx::query(
                 "UPDATE import_requests
                  SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
@@ -187,7 +199,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .flatten();
-            sqlx::query(
+            let still = sqlx::query(
                 "UPDATE import_requests
                  SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
                      reason = ?,
@@ -198,8 +210,9 @@ impl Store {
             .bind(reason)
             .bind(request_id)
             .execute(&mut *tx)
-            .await?;
-            if previous.as_deref() != Some(reason) {
+            .await?
+            .rows_affected();
+            if still == 1 && previous.as_deref() != Some(reason) {
                 append_event(&mut tx, request_id, "still_in_doubt", "in_doubt", None, None)
                     .detail(reason)
                     .execute()

@@ -23,7 +23,11 @@ Source uuid 00000000000000000000000000000000 answers errno 41026 (source image n
 
 Fault shares (SHARE) are probabilities from 0.0 (never) to 1.0 (always), rolled on every
 call. Control endpoints (no token): GET /_sim/stats, GET /_sim/faults, PUT /_sim/faults
-(JSON body, replaces the whole set; missing fields take their defaults).";
+(JSON body, replaces the whole set; missing fields take their defaults), for example:
+  curl -X PUT http://127.0.0.1:8780/_sim/faults -d '{\"latency_ms\": 200,
+    \"html_502\": {\"job_result\": 0.3}, \"errno2\": {\"import\": 0.1}, \"rate_limit\": 0.0,
+    \"retry_after_secs\": 2, \"reject_token\": false, \"drop_after_import\": 0.1,
+    \"omit_jobs\": 0.1, \"hang\": {\"list\": false}}'";
 
 /// Long help of `--job-duration`, repeating the outcome rules where an operator looks.
 const JOB_DURATION_HELP: &str = "\

@@ -19,6 +19,8 @@ use sqlx::{Row, SqlitePool};
 use crate::api::{ImportSpec, Job};
 use crate::config::DatabaseSettings;
 
+pub mod operator;
+
 /// Connections in the pool: enough for the submitter, the poller and a report at once.
 const POOL_SIZE: u32 = 4;
 

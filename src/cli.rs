@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::check_config::{CheckConfigArgs, CHECK_CONFIG_ABOUT};
 use crate::demo::DemoArgs;
 use crate::simulator::{SimulateArgs, SIMULATE_ABOUT};
 
@@ -17,9 +18,12 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Copies DiDi Cloud custom images across regions from a SQLite queue and tracks each
 /// import to its end.
 ///
-/// Queue a request with one INSERT into the `import_requests` table; read where everything
-/// is with `SELECT * FROM request_status` and one request's story with
-/// `SELECT * FROM request_history WHERE request_id = N`.
+/// Queue a request with one INSERT into the `import_requests` table, or with `enqueue`; see
+/// where everything is with `list` (or `SELECT * FROM request_status`), follow the requests
+/// in flight with `watch`, and read one request's story with `show ID` (or
+/// `SELECT * FROM request_history WHERE request_id = N`).
+///
+/// Exit status: 0 success, 1 the work failed, 2 a usage or configuration error.
 #[derive(Debug, Parser)]
 #[command(name = "cimg-importd", version, propagate_version = true)]
 pub struct Cli {
@@ -42,12 +46,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: submit queued requests, poll their jobs, record their history.
-    /// Stops cleanly on SIGINT or SIGTERM.
-    Run,
-    /// Create or upgrade the database, then exit, so rows can be queued before the first
-    /// start.
-    Migrate,
+    /// The commands that read the configuration (`--config`, `CIMG_IMPORTD__…`).
+    #[command(flatten)]
+    Configured(ConfiguredCommand),
     /// Serve a loopback simulator of the ImportCIMG, JobResult and ListCIMG endpoints, for
     /// trying the daemon without a cloud account.
     #[command(long_about = SIMULATE_ABOUT)]
@@ -55,4 +56,20 @@ pub enum Command {
     /// Show the whole path on a fresh database: start a simulator, queue six requests with
     /// plain SQL, run the daemon until all have ended, print the tables.
     Demo(DemoArgs),
+}
+
+/// The subcommands that load the configuration and work on its database; `main` loads
+/// the settings once and hands them to [`crate::commands::execute`].
+#[derive(Debug, Subcommand)]
+pub enum ConfiguredCommand {
+    /// Run the daemon: submit queued requests, poll their jobs, record their history.
+    /// Stops cleanly on SIGINT or SIGTERM.
+    Run,
+    /// Create or upgrade the database, then exit, so rows can be queued before the first
+    /// start.
+    Migrate,
+    /// Check the configuration, the API token, the database and, with --api, the API
+    /// itself; say what to fix.
+    #[command(long_about = CHECK_CONFIG_ABOUT)]
+    CheckConfig(CheckConfigArgs),
 }

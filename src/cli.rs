@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::check_config::{CheckConfigArgs, CHECK_CONFIG_ABOUT};
+use crate::commands::enqueue::{EnqueueArgs, ENQUEUE_ABOUT};
 use crate::demo::DemoArgs;
 use crate::simulator::{SimulateArgs, SIMULATE_ABOUT};
 
@@ -68,6 +69,10 @@ pub enum ConfiguredCommand {
     /// Create or upgrade the database, then exit, so rows can be queued before the first
     /// start.
     Migrate,
+    /// Queue one request from options, or many from a CSV or JSON-lines file, checked
+    /// exactly as the daemon checks them.
+    #[command(long_about = ENQUEUE_ABOUT)]
+    Enqueue(EnqueueArgs),
     /// Check the configuration, the API token, the database and, with --api, the API
     /// itself; say what to fix.
     #[command(long_about = CHECK_CONFIG_ABOUT)]

@@ -8,6 +8,7 @@
 //! [`UsageError`], which [`exit_code`] turns into exit status 2.
 
 pub mod check_config;
+pub mod enqueue;
 
 use std::path::Path;
 
@@ -55,6 +56,7 @@ pub async fn execute(
     match command {
         ConfiguredCommand::Run => run(settings).await,
         ConfiguredCommand::Migrate => migrate(&settings).await,
+        ConfiguredCommand::Enqueue(args) => enqueue::run(&settings, args).await,
         ConfiguredCommand::CheckConfig(args) => {
             check_config::run(&settings, config_path, args).await
         }

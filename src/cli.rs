@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::check_config::{CheckConfigArgs, CHECK_CONFIG_ABOUT};
 use crate::commands::enqueue::{EnqueueArgs, ENQUEUE_ABOUT};
+use crate::commands::list::ListArgs;
+use crate::commands::show::ShowArgs;
 use crate::demo::DemoArgs;
 use crate::simulator::{SimulateArgs, SIMULATE_ABOUT};
 
@@ -73,6 +75,10 @@ pub enum ConfiguredCommand {
     /// exactly as the daemon checks them.
     #[command(long_about = ENQUEUE_ABOUT)]
     Enqueue(EnqueueArgs),
+    /// List requests and where they are now (the `request_status` view), newest first.
+    List(ListArgs),
+    /// Show one request: its fields, its jobs and its whole history.
+    Show(ShowArgs),
     /// Check the configuration, the API token, the database and, with --api, the API
     /// itself; say what to fix.
     #[command(long_about = CHECK_CONFIG_ABOUT)]

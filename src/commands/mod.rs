@@ -9,12 +9,15 @@
 
 pub mod check_config;
 pub mod enqueue;
+pub mod list;
+pub mod show;
 
 use std::path::Path;
 
 use crate::cli::{ConfiguredCommand, EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::{Settings, Token};
 use crate::service;
+use crate::store::Store;
 
 /// A mistake in the command, its input or the configuration: fix it and run again
 /// (exit status 2), as opposed to a failure of the work itself (exit status 1).
@@ -57,6 +60,8 @@ pub async fn execute(
         ConfiguredCommand::Run => run(settings).await,
         ConfiguredCommand::Migrate => migrate(&settings).await,
         ConfiguredCommand::Enqueue(args) => enqueue::run(&settings, args).await,
+        ConfiguredCommand::List(args) => list::run(&settings, args).await,
+        ConfiguredCommand::Show(args) => show::run(&settings, args).await,
         ConfiguredCommand::CheckConfig(args) => {
             check_config::run(&settings, config_path, args).await
         }
@@ -80,6 +85,20 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         settings.database.path.display()
     );
     Ok(())
+}
+
+/// Opens the database for a command that reads it: it must exist already, since an empty
+/// one made by a typo in `database.path` would only show "no requests".
+async fn open_existing(settings: &Settings) -> anyhow::Result<Store> {
+    let path = &settings.database.path;
+    if !path.exists() {
+        return Err(usage(format!(
+            "the database `{}` does not exist: check `database.path` (or --config), or create \
+             it with `cimg-importd migrate`",
+            path.display()
+        )));
+    }
+    service::open_store(settings).await
 }
 
 /// `1 request`, `3 requests`.

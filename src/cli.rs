@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::check_config::{CheckConfigArgs, CHECK_CONFIG_ABOUT};
 use crate::commands::enqueue::{EnqueueArgs, ENQUEUE_ABOUT};
 use crate::commands::list::ListArgs;
+use crate::commands::modify::{ModifyArgs, CANCEL_ABOUT, RETRY_ABOUT};
 use crate::commands::show::ShowArgs;
 use crate::demo::DemoArgs;
 use crate::simulator::{SimulateArgs, SIMULATE_ABOUT};
@@ -79,6 +80,12 @@ pub enum ConfiguredCommand {
     List(ListArgs),
     /// Show one request: its fields, its jobs and its whole history.
     Show(ShowArgs),
+    /// Put a failed, rejected or in-doubt request back in the queue, attempts reset.
+    #[command(long_about = RETRY_ABOUT)]
+    Retry(ModifyArgs),
+    /// Withdraw a request that is still queued, before it is sent.
+    #[command(long_about = CANCEL_ABOUT)]
+    Cancel(ModifyArgs),
     /// Check the configuration, the API token, the database and, with --api, the API
     /// itself; say what to fix.
     #[command(long_about = CHECK_CONFIG_ABOUT)]

@@ -10,6 +10,7 @@
 pub mod check_config;
 pub mod enqueue;
 pub mod list;
+pub mod modify;
 pub mod show;
 
 use std::path::Path;
@@ -62,6 +63,8 @@ pub async fn execute(
         ConfiguredCommand::Enqueue(args) => enqueue::run(&settings, args).await,
         ConfiguredCommand::List(args) => list::run(&settings, args).await,
         ConfiguredCommand::Show(args) => show::run(&settings, args).await,
+        ConfiguredCommand::Retry(args) => modify::retry(&settings, args).await,
+        ConfiguredCommand::Cancel(args) => modify::cancel(&settings, args).await,
         ConfiguredCommand::CheckConfig(args) => {
             check_config::run(&settings, config_path, args).await
         }

@@ -9,6 +9,7 @@ use crate::commands::enqueue::{EnqueueArgs, ENQUEUE_ABOUT};
 use crate::commands::list::ListArgs;
 use crate::commands::modify::{ModifyArgs, CANCEL_ABOUT, RETRY_ABOUT};
 use crate::commands::show::ShowArgs;
+use crate::commands::watch::{WatchArgs, WATCH_ABOUT};
 use crate::demo::DemoArgs;
 use crate::simulator::{SimulateArgs, SIMULATE_ABOUT};
 
@@ -80,6 +81,10 @@ pub enum ConfiguredCommand {
     List(ListArgs),
     /// Show one request: its fields, its jobs and its whole history.
     Show(ShowArgs),
+    /// Follow the requests in flight live, one progress bar each, until none is left or
+    /// Ctrl-C.
+    #[command(long_about = WATCH_ABOUT)]
+    Watch(WatchArgs),
     /// Put a failed, rejected or in-doubt request back in the queue, attempts reset.
     #[command(long_about = RETRY_ABOUT)]
     Retry(ModifyArgs),

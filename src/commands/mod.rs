@@ -12,6 +12,7 @@ pub mod enqueue;
 pub mod list;
 pub mod modify;
 pub mod show;
+pub mod watch;
 
 use std::path::Path;
 
@@ -63,6 +64,7 @@ pub async fn execute(
         ConfiguredCommand::Enqueue(args) => enqueue::run(&settings, args).await,
         ConfiguredCommand::List(args) => list::run(&settings, args).await,
         ConfiguredCommand::Show(args) => show::run(&settings, args).await,
+        ConfiguredCommand::Watch(args) => watch::run(&settings, args).await,
         ConfiguredCommand::Retry(args) => modify::retry(&settings, args).await,
         ConfiguredCommand::Cancel(args) => modify::cancel(&settings, args).await,
         ConfiguredCommand::CheckConfig(args) => {

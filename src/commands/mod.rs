@@ -2,10 +2,10 @@
 //! each (`enqueue`, `list`, `show`, `watch`, `retry` and `cancel` in `modify`,
 //! `check-config`), and the daemon's own `run` and `migrate`, short enough to live here.
 //!
-//! Each command reads and writes through the [`Store`](crate::store::Store) and prints for
-//! a person; none holds SQL. Errors are `anyhow` errors whose message says what to do; one
-//! the operator fixes by changing the command, the input or the configuration carries a
-//! [`UsageError`], which [`exit_code`] turns into exit status 2.
+//! Each command reads and writes through the [`Store`] and prints for a person; none holds
+//! SQL. Errors are `anyhow` errors whose message says what to do; one the operator fixes by
+//! changing the command, the input or the configuration carries a [`UsageError`], which
+//! [`exit_code`] turns into exit status 2.
 
 pub mod check_config;
 pub mod enqueue;

@@ -19,19 +19,22 @@
 //!   status, a watchdog that only vouches for loops making progress).
 //! - [`simulator`]: a loopback stand-in for the API, for tests, the demo and benchmarks.
 //! - [`demo`]: the whole path on a fresh database against the simulator.
-//! - [`report`]: plain-text tables of the operator views.
+//! - [`report`]: plain-text tables and JSON of the operator views.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`retention`]: removal of old finished requests, off by default.
+//! - [`cli`] and [`commands`]: the command line; one file per command (`run`, `enqueue`,
+//!   `list`, `show`, `watch`, `retry`/`cancel`, `check-config`), all SQL left to the store.
 //!
-//! An operator's `INSERT INTO import_requests …` is picked up by the submitter within
-//! `queue.scan_interval`; the job the API returns goes into `jobs`; the poller moves the
-//! request to `succeeded` or `failed` when the job ends; every step lands in `events`, read
-//! through the `request_status` and `request_history` views.
+//! An operator's `INSERT INTO import_requests …` (or `cimg-importd enqueue`) is picked up by
+//! the submitter within `queue.scan_interval`; the job the API returns goes into `jobs`; the
+//! poller moves the request to `succeeded` or `failed` when the job ends; every step lands in
+//! `events`, read through the `request_status` and `request_history` views.
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod health;

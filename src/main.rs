@@ -1,10 +1,11 @@
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use cimg_importd::cli::{Cli, Command, EXIT_CONFIG, EXIT_FAILURE};
-use cimg_importd::config::{Settings, Token};
-use cimg_importd::{demo, logging, service, simulator};
+use cimg_importd::config::Settings;
+use cimg_importd::{commands, demo, logging, simulator};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,29 +19,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run | Command::Migrate => {
-            let (settings, token) = match configure(&cli) {
-                Ok(configured) => configured,
+        Command::Configured(command) => {
+            let settings = match configure(cli.config.as_deref()) {
+                Ok(settings) => settings,
                 Err(err) => return fail(EXIT_CONFIG, &err),
             };
-            runtime.block_on(async {
-                match token {
-                    Some(token) => {
-                        let stop = service::Stop::new();
-                        service::stop_on_signals(stop.clone())?;
-                        service::run_until(settings, token, stop).await
-                    }
-                    None => {
-                        let store = service::open_store(&settings).await?;
-                        store.close().await;
-                        eprintln!(
-                            "database {} is up to date",
-                            settings.database.path.display()
-                        );
-                        Ok(())
-                    }
-                }
-            })
+            runtime.block_on(commands::execute(command, settings, cli.config.as_deref()))
         }
         Command::Simulate(args) => {
             if let Err(err) = logging::init_default() {
@@ -57,23 +41,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(EXIT_FAILURE, &err),
+        Err(err) => fail(commands::exit_code(&err), &err),
     }
 }
 
-/// Loads the configuration and starts logging; finds the token only for `run`.
-fn configure(cli: &Cli) -> anyhow::Result<(Settings, Option<Token>)> {
-    let settings = Settings::load(cli.config.as_deref())?;
+/// Loads the configuration and starts logging at its level.
+fn configure(path: Option<&Path>) -> anyhow::Result<Settings> {
+    let settings = Settings::load(path)?;
     logging::init(&settings.log)?;
-    let token = match cli.command {
-        Command::Run => {
-            let (token, source) = Token::discover(&settings.api)?;
-            tracing::info!(source = %source, "API token found");
-            Some(token)
-        }
-        _ => None,
-    };
-    Ok((settings, token))
+    Ok(settings)
 }
 
 fn fail(code: u8, err: &anyhow::Error) -> ExitCode {

@@ -1,7 +1,11 @@
-//! Plain-text tables of the operator views, aligned for a terminal.
+//! Plain-text tables of the operator views, aligned for a terminal, and the same rows as
+//! JSON for scripts (keys named as the views' columns).
 
 use std::fmt::Write;
 
+use serde_json::{json, Value};
+
+use crate::store::operator::{JobRecord, RequestRecord};
 use crate::store::{HistoryRow, StatusRow};
 
 /// Renders rows under headers, each column as wide as its widest cell.
@@ -96,6 +100,127 @@ pub fn history_table(rows: &[HistoryRow]) -> String {
     table(&headers, &cells)
 }
 
+/// Labelled lines, `label  value`, labels padded to the longest; pairs with an empty value
+/// are left out.
+pub fn fields(pairs: &[(&str, String)]) -> String {
+    let shown: Vec<&(&str, String)> = pairs
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    let width = shown
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (label, value) in shown {
+        let _ = writeln!(out, "{label:<width$}  {value}");
+    }
+    out
+}
+
+/// One request's stored columns, as labelled lines.
+pub fn request_fields(request: &RequestRecord) -> String {
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    let api_error = match (request.last_errno, &request.last_errmsg) {
+        (Some(errno), Some(errmsg)) => format!("errno {errno}: {errmsg}"),
+        (Some(errno), None) => format!("errno {errno}"),
+        (None, _) => String::new(),
+    };
+    fields(&[
+        ("id", request.id.to_string()),
+        ("state", request.state.clone()),
+        ("region", request.region_id.clone()),
+        ("name", request.name.clone()),
+        (
+            "from",
+            format!("{}/{}", request.origin_region_id, request.origin_image_uuid),
+        ),
+        ("description", text(&request.description)),
+        ("attempts", request.attempts.to_string()),
+        ("reason", text(&request.reason)),
+        ("api error", api_error),
+        ("api requestId", text(&request.last_api_request_id)),
+        ("created", request.created_at.clone()),
+        ("updated", request.updated_at.clone()),
+        ("first attempt", text(&request.first_attempt_at)),
+        (
+            "next attempt",
+            if request.state == "queued" {
+                request.next_attempt_at.clone()
+            } else {
+                String::new()
+            },
+        ),
+    ])
+}
+
+/// The jobs of one request as a table, oldest first.
+pub fn jobs_table(jobs: &[JobRecord]) -> String {
+    let headers = [
+        "job",
+        "status",
+        "progress",
+        "ended",
+        "new image",
+        "result",
+        "last checked",
+    ];
+    let cells: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            let ended = match (job.done, job.success) {
+                (false, _) => "no",
+                (true, true) => "succeeded",
+                (true, false) => "failed",
+            };
+            vec![
+                job.job_uuid.clone(),
+                job.status.clone().unwrap_or_default(),
+                format!("{:.0}%", job.progress),
+                ended.to_owned(),
+                job.resource_uuid.clone().unwrap_or_default(),
+                job.result.clone().unwrap_or_default(),
+                job.last_checked_at.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&headers, &cells)
+}
+
+/// One `request_status` row as JSON, keyed by the view's column names.
+pub fn status_json(row: &StatusRow) -> Value {
+    json!({
+        "id": row.id,
+        "state": row.state,
+        "region_id": row.region_id,
+        "name": row.name,
+        "origin_region_id": row.origin_region_id,
+        "job_uuid": row.job_uuid,
+        "resource_uuid": row.resource_uuid,
+        "progress": row.progress,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    })
+}
+
+/// One `request_history` row as JSON, keyed by the view's column names.
+pub fn history_json(row: &HistoryRow) -> Value {
+    json!({
+        "at": row.at,
+        "kind": row.kind,
+        "state": row.state,
+        "job_uuid": row.job_uuid,
+        "progress": row.progress,
+        "detail": row.detail,
+        "errno": row.errno,
+        "errmsg": row.errmsg,
+        "api_request_id": row.api_request_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +236,15 @@ mod tests {
         );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines, ["id  name", "--  ----", "1   web", "10  a"]);
+    }
+
+    #[test]
+    fn fields_are_aligned_and_empty_ones_left_out() {
+        let text = fields(&[
+            ("id", "7".into()),
+            ("description", String::new()),
+            ("state", "queued".into()),
+        ]);
+        assert_eq!(text, "id     7\nstate  queued\n");
     }
 }

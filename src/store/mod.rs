@@ -20,6 +20,7 @@ use crate::api::{ImportSpec, Job};
 use crate::config::DatabaseSettings;
 
 mod missing;
+pub mod operator;
 mod reconcile;
 
 pub use missing::{ListedEnd, MissingJob};

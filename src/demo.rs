@@ -229,6 +229,9 @@ async fn print_results(store: &Store, db_path: &std::path::Path) -> anyhow::Resu
         "  sqlite3 -header -column {db} \"SELECT * FROM request_status WHERE state = 'failed'\""
     );
     println!("  sqlite3 -header -column {db} 'SELECT * FROM jobs'");
+    println!("or with the CLI (installed, or as `cargo run --release --` here):");
+    println!("  CIMG_IMPORTD__DATABASE__PATH={db} cimg-importd list");
+    println!("  CIMG_IMPORTD__DATABASE__PATH={db} cimg-importd show {failed}");
     Ok(())
 }
 

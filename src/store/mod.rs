@@ -32,6 +32,86 @@ const POOL_SIZE: u32 = 4;
 /// Longest wait between two tries of a write that found the database locked.
 const LOCKED_RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// Rows left `submitting` by a crash become `in_doubt` (run once at start-up).
+const RECOVER_INTERRUPTED: &str = "
+    UPDATE import_requests
+    SET state = 'in_doubt',
+        reason = 'the daemon stopped while this request was being submitted; \
+                  the image may exist: check the target region before retrying',
+        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE state = 'submitting'
+    RETURNING id";
+
+/// The submitter's question: the due queued rows, oldest first.
+const CLAIM_DUE: &str = "
+    SELECT id, attempts, region_id, name, origin_image_uuid, origin_region_id, description
+    FROM import_requests INDEXED BY import_requests_due
+    WHERE state = 'queued' AND next_attempt_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    ORDER BY next_attempt_at, id
+    LIMIT ?";
+
+/// When the next queued row is due.
+const NEXT_QUEUED: &str = "
+    SELECT (julianday(min(next_attempt_at)) - julianday('now')) * 86400.0
+    FROM import_requests INDEXED BY import_requests_due
+    WHERE state = 'queued'";
+
+/// Regions with open jobs due now or within the horizon.
+const DUE_REGIONS: &str = "
+    SELECT DISTINCT region_id
+    FROM jobs INDEXED BY jobs_open_due
+    WHERE finished_at IS NULL AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
+    ORDER BY region_id";
+
+/// One page of a region's due open jobs, in due order.
+const DUE_JOBS: &str = "
+    SELECT id, request_id, region_id, job_uuid, resource_uuid, status, progress, done,
+           success, result, missed_polls, poll_errors, overdue_at IS NOT NULL AS overdue,
+           next_check_at,
+           (julianday('now') - julianday(created_at)) * 86400.0 AS age_seconds
+    FROM jobs INDEXED BY jobs_open_due
+    WHERE finished_at IS NULL AND region_id = ?
+      AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
+      AND (next_check_at, id) > (?, ?)
+    ORDER BY next_check_at, id
+    LIMIT ?";
+
+/// When the next open job is due.
+const NEXT_JOB_DUE: &str = "
+    SELECT (julianday(min(next_check_at)) - julianday('now')) * 86400.0
+    FROM jobs INDEXED BY jobs_due
+    WHERE finished_at IS NULL";
+
+/// The newest requests of the `request_status` view.
+const STATUS: &str = "
+    SELECT id, state, region_id, name, origin_region_id, job_uuid, resource_uuid,
+           progress, attempts, last_error, created_at, updated_at
+    FROM request_status ORDER BY id DESC LIMIT ?";
+
+/// One request's timeline from the `request_history` view.
+const HISTORY: &str = "
+    SELECT at, kind, state, job_uuid, progress, detail, errno, errmsg, api_request_id
+    FROM request_history WHERE request_id = ? ORDER BY event_id";
+
+/// The statements the daemon runs over and over, by name. Each must be answered through an
+/// index however large the tables grow, so each names its index (`INDEXED BY`, from the
+/// migrations); the tests and the benchmark check their `EXPLAIN QUERY PLAN` (see
+/// [`Store::query_plan`]).
+pub fn hot_queries() -> &'static [(&'static str, &'static str)] {
+    &[
+        ("recover_interrupted", RECOVER_INTERRUPTED),
+        ("claim_due", CLAIM_DUE),
+        ("next_queued_in", NEXT_QUEUED),
+        ("due_regions", DUE_REGIONS),
+        ("due_jobs", DUE_JOBS),
+        ("next_job_due_in", NEXT_JOB_DUE),
+        ("in_doubt_due", reconcile::IN_DOUBT_DUE),
+        ("next_in_doubt_in", reconcile::NEXT_IN_DOUBT),
+        ("owned_images", reconcile::OWNED_IMAGE),
+        ("last_doubt", reconcile::LAST_DOUBT),
+    ]
+}
+
 /// A request's place in its life cycle (see the README's diagram).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestState {
@@ -397,17 +477,9 @@ impl Store {
     pub async fn recover_interrupted(&self) -> anyhow::Result<Vec<i64>> {
         self.write("recover interrupted submissions", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let ids: Vec<i64> = sqlx::query_scalar(
-                "UPDATE import_requests
-                 SET state = 'in_doubt',
-                     reason = 'the daemon stopped while this request was being submitted; \
-                               the image may exist: check the target region before retrying',
-                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 WHERE state = 'submitting'
-                 RETURNING id",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+            let ids: Vec<i64> = sqlx::query_scalar(RECOVER_INTERRUPTED)
+                .fetch_all(&mut *tx)
+                .await?;
             for id in &ids {
                 append_event(&mut tx, *id, "interrupted", "in_doubt", None, None)
                     .detail("found submitting at start-up: outcome of the last call unknown")
@@ -435,16 +507,10 @@ impl Store {
         let check = &check;
         self.write("claim queued requests", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let rows = sqlx::query(
-                "SELECT id, attempts, region_id, name, origin_image_uuid, origin_region_id, description
-                 FROM import_requests
-                 WHERE state = 'queued' AND next_attempt_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 ORDER BY next_attempt_at, id
-                 LIMIT ?",
-            )
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = sqlx::query(CLAIM_DUE)
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
 
             let mut claimed = Vec::with_capacity(rows.len());
             for row in rows {
@@ -475,12 +541,9 @@ impl Store {
     ///
     /// The database cannot be read.
     pub async fn next_queued_in(&self) -> anyhow::Result<Option<Duration>> {
-        let seconds: Option<f64> = sqlx::query_scalar(
-            "SELECT (julianday(min(next_attempt_at)) - julianday('now')) * 86400.0
-             FROM import_requests WHERE state = 'queued'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let seconds: Option<f64> = sqlx::query_scalar(NEXT_QUEUED)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }
 
@@ -674,14 +737,10 @@ impl Store {
     ///
     /// The database cannot be read.
     pub async fn due_regions(&self, horizon: Duration) -> anyhow::Result<Vec<String>> {
-        let regions = sqlx::query_scalar(
-            "SELECT DISTINCT region_id FROM jobs
-             WHERE finished_at IS NULL AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
-             ORDER BY region_id",
-        )
-        .bind(after(horizon))
-        .fetch_all(&self.pool)
-        .await?;
+        let regions = sqlx::query_scalar(DUE_REGIONS)
+            .bind(after(horizon))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(regions)
     }
 
@@ -699,25 +758,14 @@ impl Store {
         limit: usize,
     ) -> anyhow::Result<Vec<OpenJob>> {
         let (after_at, after_id) = after_position.unwrap_or(("", 0));
-        let rows = sqlx::query(
-            "SELECT id, request_id, region_id, job_uuid, resource_uuid, status, progress, done,
-                    success, result, missed_polls, poll_errors, overdue_at IS NOT NULL AS overdue,
-                    next_check_at,
-                    (julianday('now') - julianday(created_at)) * 86400.0 AS age_seconds
-             FROM jobs
-             WHERE finished_at IS NULL AND region_id = ?
-               AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
-               AND (next_check_at, id) > (?, ?)
-             ORDER BY next_check_at, id
-             LIMIT ?",
-        )
-        .bind(region)
-        .bind(after(horizon))
-        .bind(after_at)
-        .bind(after_id)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(DUE_JOBS)
+            .bind(region)
+            .bind(after(horizon))
+            .bind(after_at)
+            .bind(after_id)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(open_job)
             .collect::<Result<_, _>>()
@@ -731,12 +779,9 @@ impl Store {
     ///
     /// The database cannot be read.
     pub async fn next_job_due_in(&self) -> anyhow::Result<Option<Duration>> {
-        let seconds: Option<f64> = sqlx::query_scalar(
-            "SELECT (julianday(min(next_check_at)) - julianday('now')) * 86400.0
-             FROM jobs WHERE finished_at IS NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let seconds: Option<f64> = sqlx::query_scalar(NEXT_JOB_DUE)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }
 
@@ -868,14 +913,10 @@ impl Store {
     ///
     /// The database cannot be read.
     pub async fn status(&self, limit: usize) -> anyhow::Result<Vec<StatusRow>> {
-        let rows = sqlx::query(
-            "SELECT id, state, region_id, name, origin_region_id, job_uuid, resource_uuid,
-                    progress, attempts, last_error, created_at, updated_at
-             FROM request_status ORDER BY id DESC LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(STATUS)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(StatusRow {
@@ -903,13 +944,10 @@ impl Store {
     ///
     /// The database cannot be read.
     pub async fn history(&self, request_id: i64) -> anyhow::Result<Vec<HistoryRow>> {
-        let rows = sqlx::query(
-            "SELECT at, kind, state, job_uuid, progress, detail, errno, errmsg, api_request_id
-             FROM request_history WHERE request_id = ? ORDER BY event_id",
-        )
-        .bind(request_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(HISTORY)
+            .bind(request_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(HistoryRow {
@@ -926,6 +964,30 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// How SQLite would run `sql`: the `EXPLAIN QUERY PLAN` lines, indented by depth as the
+    /// `sqlite3` shell shows them (`SEARCH jobs USING INDEX jobs_due (next_check_at<?)`).
+    /// Parameters are left unbound; the plan does not depend on their values.
+    ///
+    /// # Errors
+    ///
+    /// The statement does not compile against the schema.
+    pub async fn query_plan(&self, sql: &str) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut depth_of: std::collections::HashMap<i64, usize> = Default::default();
+        let mut lines = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get(0)?;
+            let parent: i64 = row.try_get(1)?;
+            let detail: String = row.try_get(3)?;
+            let depth = depth_of.get(&parent).map_or(0, |d| d + 1);
+            depth_of.insert(id, depth);
+            lines.push(format!("{}{detail}", "  ".repeat(depth)));
+        }
+        Ok(lines)
     }
 
     /// The underlying pool, for tests and tools that need plain SQL.

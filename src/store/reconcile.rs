@@ -8,6 +8,37 @@ use sqlx::Row;
 
 use super::{after, append_event, lossy, set_state, Store};
 
+/// The reconciler's question: `in_doubt` requests due for a look-up, oldest first.
+pub(super) const IN_DOUBT_DUE: &str = "
+    SELECT id, region_id, name, reason,
+           CAST((julianday(coalesce(first_attempt_at, created_at)) - 2440587.5)
+                * 86400000.0 AS INTEGER) AS first_attempt_ms,
+           (julianday('now') - julianday(coalesce(last_attempt_at, first_attempt_at, created_at)))
+               * 86400.0 AS since_last_attempt
+    FROM import_requests INDEXED BY import_requests_doubt
+    WHERE state = 'in_doubt' AND next_attempt_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    ORDER BY next_attempt_at, id
+    LIMIT ?";
+
+/// When the next `in_doubt` request is due for a look-up.
+pub(super) const NEXT_IN_DOUBT: &str = "
+    SELECT (julianday(min(next_attempt_at)) - julianday('now')) * 86400.0
+    FROM import_requests INDEXED BY import_requests_doubt
+    WHERE state = 'in_doubt'";
+
+/// Whether some request already owns an image, as its job's or as an adopted one.
+pub(super) const OWNED_IMAGE: &str = "
+    SELECT 1 FROM jobs WHERE resource_uuid = ?1
+    UNION ALL
+    SELECT 1 FROM import_requests INDEXED BY import_requests_resource WHERE resource_uuid = ?1
+    LIMIT 1";
+
+/// The latest reason a request was recorded in doubt for.
+pub(super) const LAST_DOUBT: &str = "
+    SELECT detail FROM events
+    WHERE request_id = ? AND kind IN ('still_in_doubt', 'outcome_unknown', 'interrupted')
+    ORDER BY id DESC LIMIT 1";
+
 /// An `in_doubt` request due for a look-up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DoubtfulRequest {
@@ -33,21 +64,10 @@ impl Store {
     ///
     /// The database cannot be read.
     pub async fn in_doubt_due(&self, limit: usize) -> anyhow::Result<Vec<DoubtfulRequest>> {
-        let rows = sqlx::query(
-            "SELECT id, region_id, name, reason,
-                    CAST((julianday(coalesce(first_attempt_at, created_at)) - 2440587.5)
-                         * 86400000.0 AS INTEGER) AS first_attempt_ms,
-                    (julianday('now')
-                     - julianday(coalesce(last_attempt_at, first_attempt_at, created_at)))
-                        * 86400.0 AS since_last_attempt
-             FROM import_requests
-             WHERE state = 'in_doubt' AND next_attempt_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             ORDER BY next_attempt_at, id
-             LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(IN_DOUBT_DUE)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let since: f64 = row.try_get("since_last_attempt")?;
@@ -70,12 +90,9 @@ impl Store {
     ///
     /// The database cannot be read.
     pub async fn next_in_doubt_in(&self) -> anyhow::Result<Option<Duration>> {
-        let seconds: Option<f64> = sqlx::query_scalar(
-            "SELECT (julianday(min(next_attempt_at)) - julianday('now')) * 86400.0
-             FROM import_requests WHERE state = 'in_doubt'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let seconds: Option<f64> = sqlx::query_scalar(NEXT_IN_DOUBT)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }
 
@@ -88,15 +105,10 @@ impl Store {
     pub async fn owned_images(&self, uuids: &[String]) -> anyhow::Result<HashSet<String>> {
         let mut owned = HashSet::new();
         for uuid in uuids {
-            let found: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM jobs WHERE resource_uuid = ?1
-                 UNION ALL
-                 SELECT 1 FROM import_requests WHERE resource_uuid = ?1
-                 LIMIT 1",
-            )
-            .bind(uuid)
-            .fetch_optional(&self.pool)
-            .await?;
+            let found: Option<i64> = sqlx::query_scalar(OWNED_IMAGE)
+                .bind(uuid)
+                .fetch_optional(&self.pool)
+                .await?;
             if found.is_some() {
                 owned.insert(uuid.clone());
             }
@@ -190,15 +202,11 @@ impl Store {
     ) -> anyhow::Result<()> {
         self.write("keep a request in doubt", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let previous: Option<String> = sqlx::query_scalar(
-                "SELECT detail FROM events
-                 WHERE request_id = ? AND kind IN ('still_in_doubt', 'outcome_unknown', 'interrupted')
-                 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(request_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
+            let previous: Option<String> = sqlx::query_scalar(LAST_DOUBT)
+                .bind(request_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
             let still = sqlx::query(
                 "UPDATE import_requests
                  SET next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
@@ -213,10 +221,17 @@ impl Store {
             .await?
             .rows_affected();
             if still == 1 && previous.as_deref() != Some(reason) {
-                append_event(&mut tx, request_id, "still_in_doubt", "in_doubt", None, None)
-                    .detail(reason)
-                    .execute()
-                    .await?;
+                append_event(
+                    &mut tx,
+                    request_id,
+                    "still_in_doubt",
+                    "in_doubt",
+                    None,
+                    None,
+                )
+                .detail(reason)
+                .execute()
+                .await?;
             }
             tx.commit().await?;
             Ok(())

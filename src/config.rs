@@ -409,6 +409,16 @@ impl Settings {
                 bail!("invalid configuration: `{key}` must be longer than zero");
             }
         }
+        if let Some(age) = self.retention.finished_after {
+            if age < Duration::from_secs(3600) {
+                bail!(
+                    "invalid configuration: `retention.finished_after` ({}) is under an hour: \
+                     finished requests would vanish before anyone reads them; use e.g. \
+                     \"180days\", or \"off\"",
+                    humantime::format_duration(age)
+                );
+            }
+        }
         if self.poll.max_interval < self.poll.initial_interval {
             bail!(
                 "invalid configuration: `poll.max_interval` ({}) is shorter than \

@@ -37,7 +37,7 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| QuietStderr)
         .with_target(false);
     match format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
@@ -75,4 +75,20 @@ pub fn check_level(level: &str) -> anyhow::Result<()> {
 /// `RUST_LOG` is not a valid filter.
 pub fn init_default() -> anyhow::Result<()> {
     init(&LogSettings::default())
+}
+
+/// Stderr that never fails: when its reader is gone (a closed pipe, a dead `tee`), log
+/// lines are dropped instead of failing the task that logged them.
+struct QuietStderr;
+
+impl std::io::Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }

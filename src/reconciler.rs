@@ -224,8 +224,8 @@ impl Reconciler {
                 humantime::format_duration(grace)
             )),
             n => Verdict::Wait(format!(
-                "{n} images named `{}` were created in `{}` since the first attempt ({}): an \
-                 operator must decide which is this request's, then `retry` or `cancel` it",
+                "{n} images named `{}` were created in `{}` since the first attempt ({}): \
+                 delete the extra copies in the console; the one left is then adopted",
                 request.name,
                 request.region_id,
                 free.iter()

@@ -36,9 +36,34 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
             );
         }
     }
+    create_group_writable(&settings.database.path)?;
     let store = Store::open(&settings.database).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// Creates a missing database file with mode 0660 less the umask. SQLite would create it
+/// 0644 less the umask, and gives its `-wal` and `-shm` files the database's mode, so
+/// operators in the service's group could then never write any of them.
+fn create_group_writable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o660)
+        .open(path)
+        .map(drop)
+        .or_else(|err| match err.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(anyhow::anyhow!(
+                "cannot create the database `{}`: {err}",
+                path.display()
+            )),
+        })
 }
 
 /// How a running daemon is asked to stop: gracefully first, then, if asked again, at once.

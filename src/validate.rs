@@ -98,6 +98,12 @@ fn check_text(column: &str, value: &str, max_chars: usize) -> Result<(), String>
     if value.trim().is_empty() {
         return Err(format!("`{column}` is empty"));
     }
+    if value.trim() != value {
+        return Err(format!(
+            "`{column}` `{}` starts or ends with spaces",
+            shorten(value)
+        ));
+    }
     let chars = value.chars().count();
     if chars > max_chars {
         return Err(format!(
@@ -158,6 +164,11 @@ mod tests {
                 "newline in name",
                 |f| f.name = "a\nb".into(),
                 "control characters",
+            ),
+            (
+                "padded name",
+                |f| f.name = " web ".into(),
+                "starts or ends with spaces",
             ),
             (
                 "long description",

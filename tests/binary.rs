@@ -133,3 +133,54 @@ fn configuration_errors_exit_with_status_two_and_name_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn under_the_units_umask_the_database_and_its_wal_files_are_group_writable() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("imports.db");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask 0007; exec '{BIN}' migrate"))
+        .env_clear()
+        .env("CIMG_IMPORTD__DATABASE__PATH", &db)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A writer that keeps the WAL open, as the daemon does, so -wal and -shm exist.
+    let keep = daemon_holding_the_database(&db);
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.display());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "{path} is {mode:o}");
+    }
+    drop(keep);
+}
+
+/// The daemon, under the unit's umask, holding the database open in WAL mode so that
+/// `-wal` and `-shm` exist while it runs.
+fn daemon_holding_the_database(db: &std::path::Path) -> KillOnDrop {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask 0007; exec '{BIN}' run"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CIMG_IMPORTD__DATABASE__PATH", db)
+        .env("CIMG_IMPORTD__API__BASE_URL", "http://127.0.0.1:9")
+        .env("CIMG_IMPORTD_TOKEN", TOKEN)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    KillOnDrop(child)
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -61,6 +61,13 @@ impl Sandbox {
     }
 
     fn run(&self, args: &[&str]) -> Ran {
+        // enqueue queues only into an existing database, as an operator's would be.
+        if args.first() == Some(&"enqueue") && !self.db.exists() {
+            assert_eq!(
+                self.command(&["migrate"]).output().unwrap().status.code(),
+                Some(0)
+            );
+        }
         self.command(args).output().unwrap().into()
     }
 
@@ -384,6 +391,31 @@ async fn list_filters_by_state_and_region_newest_first() {
     assert_eq!(row[0]["state"], "queued");
     assert_eq!(row[0]["region_id"], "gz");
     assert!(row[0]["job_uuid"].is_null());
+}
+
+#[test]
+fn enqueue_refuses_a_database_that_does_not_exist() {
+    let sandbox = Sandbox::new();
+    let ran = sandbox
+        .command(&[
+            "enqueue",
+            "--region",
+            "gz",
+            "--name",
+            "n",
+            "--origin-image",
+            ORIGIN_UUID,
+            "--origin-region",
+            "bj",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&ran.stderr).contains("does not exist"));
+    assert!(
+        !sandbox.db.exists(),
+        "a typo in the path must not create a database no daemon reads"
+    );
 }
 
 #[test]

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use super::usage;
 use crate::api::ImportSpec;
 use crate::config::Settings;
-use crate::service;
 use crate::store::RequestFields;
 use crate::validate;
 
@@ -156,7 +155,7 @@ async fn single(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<()> {
             "not a valid request, nothing queued: {reason}: correct the option and run again"
         ))
     })?;
-    let store = service::open_store(settings).await?;
+    let store = super::open_existing(settings).await?;
     let ids = store.enqueue(std::slice::from_ref(&spec)).await?;
     store.close().await;
     for id in ids {
@@ -192,7 +191,7 @@ async fn from_file(
     }
 
     let specs: Vec<ImportSpec> = numbered.iter().map(|(_, spec)| spec.clone()).collect();
-    let store = service::open_store(settings).await?;
+    let store = super::open_existing(settings).await?;
     let ids = store.enqueue(&specs).await?;
     store.close().await;
     for (id, (line, spec)) in ids.iter().zip(&numbered) {

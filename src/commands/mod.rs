@@ -94,8 +94,9 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the database for a command that reads it: it must exist already, since an empty
-/// one made by a typo in `database.path` would only show "no requests".
+/// Opens the database for an operator's command: it must exist already and be
+/// cimg-importd's, since a typo in `database.path` would otherwise create an empty one no
+/// daemon reads, or add the schema to an unrelated SQLite file.
 async fn open_existing(settings: &Settings) -> anyhow::Result<Store> {
     let path = &settings.database.path;
     if !path.exists() {
@@ -105,7 +106,17 @@ async fn open_existing(settings: &Settings) -> anyhow::Result<Store> {
             path.display()
         )));
     }
-    service::open_store(settings).await
+    let store = Store::open(&settings.database).await?;
+    if !store.has_queue().await? {
+        store.close().await;
+        return Err(usage(format!(
+            "`{}` is not a cimg-importd database (it has no import_requests table): check \
+             `database.path` (or --config)",
+            path.display()
+        )));
+    }
+    store.migrate().await?;
+    Ok(store)
 }
 
 /// `1 request`, `3 requests`.

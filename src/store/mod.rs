@@ -428,6 +428,20 @@ impl Store {
             .map_err(|err| anyhow::anyhow!("cannot migrate the database: {err}"))
     }
 
+    /// Whether the database holds cimg-importd's queue table.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read.
+    pub async fn has_queue(&self) -> anyhow::Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'import_requests'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Folds the WAL into the database file and closes every connection, so a copy of
     /// the database file alone is complete.
     pub async fn close(&self) {

@@ -9,8 +9,11 @@
 //! every row uses one clock and one format.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::{json, Value};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -90,6 +93,78 @@ const HISTORY: &str = "
     SELECT at, kind, state, job_uuid, progress, detail, errno, errmsg, api_request_id
     FROM request_history WHERE request_id = ? ORDER BY event_id";
 
+/// Claimed rows (a JSON array of ids) become `submitting`, their attempt counted.
+const MARK_SUBMITTING: &str = "
+    UPDATE import_requests
+    SET state = 'submitting', attempts = attempts + 1,
+        first_attempt_at = coalesce(first_attempt_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        last_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE id IN (SELECT value FROM json_each(?))";
+
+/// New jobs (a JSON array), each once, first checked after the delay `?2`.
+const TRACK_JOBS: &str = "
+    INSERT INTO jobs (request_id, region_id, job_uuid, resource_uuid, api_request_id,
+                      status, progress, done, success, result, next_check_at)
+    SELECT r.id, r.region_id, t.value ->> 'job_uuid', t.value ->> 'resource_uuid',
+           t.value ->> 'api_request_id', t.value ->> 'status', t.value ->> 'progress',
+           0, 0, NULL, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)
+    FROM json_each(?1) AS t
+    JOIN import_requests AS r ON r.id = t.value ->> 'request_id'
+    WHERE true
+    ON CONFLICT (region_id, job_uuid) DO NOTHING";
+
+/// The requests of new jobs (the same JSON array) become `submitted`, clearing the API
+/// error of an earlier attempt (the history keeps it).
+const SET_SUBMITTED: &str = "
+    UPDATE import_requests
+    SET state = 'submitted', reason = NULL, last_errno = NULL, last_errmsg = NULL,
+        last_api_request_id = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE id IN (SELECT value ->> 'request_id' FROM json_each(?))";
+
+/// Jobs an answer included (a JSON array): what it said, and when to look again.
+const RECORD_SEEN: &str = "
+    UPDATE jobs
+    SET status = coalesce(o.value ->> 'status', status),
+        progress = o.value ->> 'progress',
+        done = o.value ->> 'done',
+        success = o.value ->> 'success',
+        result = o.value ->> 'result',
+        missed_polls = 0,
+        poll_errors = 0,
+        last_checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+        next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', o.value ->> 'next'),
+        finished_at = CASE WHEN o.value ->> 'done' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
+    FROM json_each(?) AS o
+    WHERE jobs.id = o.value ->> 'id'";
+
+/// Jobs an answer left out, or whose call failed (a JSON array): counted, looked at again.
+const RECORD_UNSEEN: &str = "
+    UPDATE jobs
+    SET missed_polls = CASE WHEN o.value ->> 'missed' THEN missed_polls + 1 ELSE missed_polls END,
+        poll_errors = CASE WHEN o.value ->> 'missed' THEN 0 ELSE poll_errors + 1 END,
+        next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', o.value ->> 'next')
+    FROM json_each(?) AS o
+    WHERE jobs.id = o.value ->> 'id'";
+
+/// Requests whose job ended (a JSON array): `succeeded` or `failed` with the reason,
+/// clearing the API error of an earlier attempt (the history keeps it).
+const END_REQUESTS: &str = "
+    UPDATE import_requests
+    SET state = o.value ->> 'state', reason = o.value ->> 'reason', last_errno = NULL,
+        last_errmsg = NULL, last_api_request_id = NULL,
+        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM json_each(?) AS o
+    WHERE import_requests.id = o.value ->> 'id'";
+
+/// History rows (a JSON array), appended in order.
+const INSERT_EVENTS: &str = "
+    INSERT INTO events (request_id, kind, state, job_uuid, progress, detail, api_request_id)
+    SELECT value ->> 'request_id', value ->> 'kind', value ->> 'state', value ->> 'job_uuid',
+           value ->> 'progress', value ->> 'detail', value ->> 'api_request_id'
+    FROM json_each(?)
+    ORDER BY key";
+
 /// The statements the daemon runs over and over, by name. Each must be answered through an
 /// index however large the tables grow, so each names its index (`INDEXED BY`, from the
 /// migrations); the tests and the benchmark check their `EXPLAIN QUERY PLAN` (see
@@ -106,6 +181,12 @@ pub fn hot_queries() -> &'static [(&'static str, &'static str)] {
         ("next_in_doubt_in", reconcile::NEXT_IN_DOUBT),
         ("owned_images", reconcile::OWNED_IMAGE),
         ("last_doubt", reconcile::LAST_DOUBT),
+        ("mark_submitting", MARK_SUBMITTING),
+        ("track_jobs", TRACK_JOBS),
+        ("set_submitted", SET_SUBMITTED),
+        ("record_seen", RECORD_SEEN),
+        ("record_unseen", RECORD_UNSEEN),
+        ("end_requests", END_REQUESTS),
     ]
 }
 
@@ -230,6 +311,17 @@ impl Failure {
     }
 }
 
+/// A job an ImportCIMG call returned for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// `import_requests.id`.
+    pub request_id: i64,
+    /// The job as the answer described it.
+    pub job: Job,
+    /// `requestId` of the answer.
+    pub api_request_id: String,
+}
+
 /// A job about to be tracked, and where it came from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TrackedJob<'a> {
@@ -351,6 +443,11 @@ pub struct HistoryRow {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Held for the whole of each write transaction of this process. The daemon's writers
+    /// (submitter, poller, reconciler) take turns here instead of meeting in SQLite, whose
+    /// busy handler would put the refused one to sleep for 1, 2, 5, 10 ms and more; the
+    /// busy timeout is left for writers outside the process, such as an operator's sqlite3.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Renders a delay as a SQLite date modifier, e.g. `+10.000 seconds`.
@@ -399,7 +496,10 @@ impl Store {
             .map_err(|err| {
                 anyhow::anyhow!("cannot open database `{}`: {err}", settings.path.display())
             })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            writer: Arc::default(),
+        })
     }
 
     /// Creates or upgrades the schema with the migrations embedded in the binary.
@@ -431,7 +531,11 @@ impl Store {
     {
         let mut wait = Duration::from_millis(50);
         loop {
-            match op(self.pool.clone()).await {
+            let attempt = {
+                let _turn = self.writer.lock().await;
+                op(self.pool.clone()).await
+            };
+            match attempt {
                 Ok(value) => return Ok(value),
                 Err(err) if is_locked(&err) => {
                     tracing::warn!(
@@ -496,17 +600,15 @@ impl Store {
                 let id: i64 = row.try_get("id")?;
                 let attempts: i64 = row.try_get("attempts")?;
                 match decode_fields(&row).and_then(check) {
-                    Ok(spec) => {
-                        mark_submitting(&mut tx, id, attempts + 1).await?;
-                        claimed.push(ClaimedRequest {
-                            id,
-                            attempts: (attempts + 1) as u32,
-                            spec,
-                        });
-                    }
+                    Ok(spec) => claimed.push(ClaimedRequest {
+                        id,
+                        attempts: (attempts + 1) as u32,
+                        spec,
+                    }),
                     Err(reason) => mark_rejected(&mut tx, id, &reason).await?,
                 }
             }
+            mark_submitting(&mut tx, &claimed).await?;
             tx.commit().await?;
             Ok(claimed)
         })
@@ -526,27 +628,39 @@ impl Store {
         Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }
 
-    /// Records the job an ImportCIMG call returned: the request becomes `submitted` and
-    /// the job is first checked after `first_check`.
+    /// Records the jobs ImportCIMG calls returned, all in one transaction: each request
+    /// becomes `submitted` and its job is first checked after `first_check`. The submitter
+    /// records together the calls that came back while it was busy, so that a burst of
+    /// submissions costs one commit per wake-up, not one per request.
     ///
     /// # Errors
     ///
-    /// The database cannot be written (after waiting out locks).
+    /// The database cannot be written (after waiting out locks); then none is recorded.
     pub async fn record_submitted(
         &self,
-        request_id: i64,
-        job: &Job,
-        api_request_id: &str,
+        submitted: &[Submission],
         first_check: Duration,
     ) -> anyhow::Result<()> {
-        let tracked = TrackedJob {
-            job,
-            resource_uuid: &job.resource_uuid,
-            api_request_id: Some(api_request_id),
-        };
-        let detail = format!("new image {}", job.resource_uuid);
-        self.record_job(request_id, &tracked, first_check, "submitted", &detail)
-            .await
+        let jobs: Vec<(i64, TrackedJob, String)> = submitted
+            .iter()
+            .map(|one| {
+                let tracked = TrackedJob {
+                    job: &one.job,
+                    resource_uuid: &one.job.resource_uuid,
+                    api_request_id: Some(&one.api_request_id),
+                };
+                let detail = format!("new image {}", one.job.resource_uuid);
+                (one.request_id, tracked, detail)
+            })
+            .collect();
+        let jobs = &jobs;
+        self.write("record submitted jobs", |pool| async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            track_jobs(&mut tx, jobs, first_check, "submitted").await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Starts tracking `tracked.job` for the request, which becomes `submitted`; `kind`
@@ -559,39 +673,11 @@ impl Store {
         kind: &str,
         detail: &str,
     ) -> anyhow::Result<()> {
-        let job = tracked.job;
+        let jobs = [(request_id, *tracked, detail.to_owned())];
+        let jobs = &jobs;
         self.write("record a job", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(
-                "INSERT INTO jobs (request_id, region_id, job_uuid, resource_uuid, api_request_id,
-                                   status, progress, done, success, result, next_check_at)
-                 SELECT id, region_id, ?, ?, ?, ?, ?, 0, 0, NULL,
-                        strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
-                 FROM import_requests WHERE id = ?
-                 ON CONFLICT (region_id, job_uuid) DO NOTHING",
-            )
-            .bind(job.id())
-            .bind(non_empty(tracked.resource_uuid))
-            .bind(tracked.api_request_id)
-            .bind(non_empty(&job.status))
-            .bind(job.progress)
-            .bind(after(first_check))
-            .bind(request_id)
-            .execute(&mut *tx)
-            .await?;
-            set_state(&mut tx, request_id, "submitted", None).await?;
-            append_event(
-                &mut tx,
-                request_id,
-                kind,
-                "submitted",
-                Some(job.id()),
-                Some(job.progress),
-            )
-            .detail(detail)
-            .api(None, None, tracked.api_request_id)
-            .execute()
-            .await?;
+            track_jobs(&mut tx, jobs, first_check, kind).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -755,16 +841,16 @@ impl Store {
     ///
     /// The database cannot be written (after waiting out locks).
     pub async fn record_round(&self, observed: &[PolledJob]) -> anyhow::Result<RoundSummary> {
+        let writes = RoundWrites::plan(observed);
+        let writes = &writes;
         self.write("record job results", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let mut summary = RoundSummary::default();
-            for polled in observed {
-                record_observation(&mut tx, polled, &mut summary).await?;
-            }
+            writes.apply(&mut tx).await?;
             tx.commit().await?;
-            Ok(summary)
+            Ok(())
         })
-        .await
+        .await?;
+        Ok(writes.summary.clone())
     }
 
     /// Requests not yet in a terminal state.
@@ -968,23 +1054,68 @@ fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
     })
 }
 
-async fn mark_submitting(tx: &mut Tx, id: i64, attempt: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE import_requests
-         SET state = 'submitting', attempts = ?,
-             first_attempt_at = coalesce(first_attempt_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-             last_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE id = ?",
-    )
-    .bind(attempt)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    append_event(tx, id, "submitting", "submitting", None, None)
-        .detail(&format!("attempt {attempt}"))
-        .execute()
-        .await
+/// Inserts each job (once), moves its request to `submitted` and appends a `kind` event
+/// with the row's detail to its history: a constant number of statements for the batch.
+async fn track_jobs(
+    tx: &mut Tx,
+    jobs: &[(i64, TrackedJob<'_>, String)],
+    first_check: Duration,
+    kind: &str,
+) -> Result<(), sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let rows = json_array(jobs.iter().map(|(request_id, tracked, _)| {
+        json!({
+            "request_id": request_id,
+            "job_uuid": tracked.job.id(),
+            "resource_uuid": non_empty(tracked.resource_uuid),
+            "api_request_id": tracked.api_request_id,
+            "status": non_empty(&tracked.job.status),
+            "progress": tracked.job.progress,
+        })
+    }));
+    sqlx::query(TRACK_JOBS)
+        .bind(&rows)
+        .bind(after(first_check))
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(SET_SUBMITTED)
+        .bind(&rows)
+        .execute(&mut **tx)
+        .await?;
+    let events: Vec<NewEvent> = jobs
+        .iter()
+        .map(|(request_id, tracked, detail)| NewEvent {
+            job_uuid: Some(tracked.job.id()),
+            progress: Some(tracked.job.progress),
+            detail: Some(detail.clone()),
+            api_request_id: tracked.api_request_id.filter(|id| !id.is_empty()),
+            ..NewEvent::new(*request_id, kind, "submitted")
+        })
+        .collect();
+    insert_events(tx, &events).await
+}
+
+/// Moves claimed requests to `submitting`, counting their attempt, with a history row
+/// each.
+async fn mark_submitting(tx: &mut Tx, claimed: &[ClaimedRequest]) -> Result<(), sqlx::Error> {
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let ids = json_array(claimed.iter().map(|request| json!(request.id)));
+    sqlx::query(MARK_SUBMITTING)
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    let events: Vec<NewEvent> = claimed
+        .iter()
+        .map(|request| NewEvent {
+            detail: Some(format!("attempt {}", request.attempts)),
+            ..NewEvent::new(request.id, "submitting", "submitting")
+        })
+        .collect();
+    insert_events(tx, &events).await
 }
 
 async fn mark_rejected(tx: &mut Tx, id: i64, reason: &str) -> Result<(), sqlx::Error> {
@@ -1026,134 +1157,174 @@ async fn set_state(
     Ok(())
 }
 
-async fn record_observation(
-    tx: &mut Tx,
-    polled: &PolledJob,
-    summary: &mut RoundSummary,
-) -> Result<(), sqlx::Error> {
-    let PolledJob {
-        open,
-        observation,
-        next_check,
-        newly_overdue,
-    } = polled;
-    if *newly_overdue {
-        mark_overdue(tx, open).await?;
-    }
-    let (job, api_request_id) = match observation {
-        Observation::Seen {
-            job,
-            api_request_id,
-        } => (job, api_request_id),
-        Observation::Missing | Observation::CallFailed => {
-            let missed = matches!(observation, Observation::Missing);
-            summary.missing += usize::from(missed);
-            sqlx::query(
-                "UPDATE jobs
-                 SET missed_polls = CASE WHEN ?1 THEN missed_polls + 1 ELSE missed_polls END,
-                     poll_errors = CASE WHEN ?1 THEN 0 ELSE poll_errors + 1 END,
-                     next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)
-                 WHERE id = ?3",
-            )
-            .bind(missed)
-            .bind(after(*next_check))
-            .bind(open.id)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(());
+/// Everything one recorded round writes, worked out before the transaction so that the
+/// transaction is a handful of set-based statements, whatever the batch size.
+#[derive(Debug, Default)]
+struct RoundWrites<'a> {
+    /// Jobs that just passed `poll.overdue_after` (one statement each: they are rare).
+    overdue: Vec<&'a OpenJob>,
+    /// Jobs the answer left out, or whose call failed: `{id, missed, next}`.
+    unseen: Vec<Value>,
+    /// Jobs the answer included: their new fields and next check.
+    seen: Vec<Value>,
+    /// Requests whose job ended: `{id, state, reason}`.
+    ended: Vec<Value>,
+    /// History rows: observed changes and ends.
+    events: Vec<NewEvent<'a>>,
+    summary: RoundSummary,
+}
+
+impl<'a> RoundWrites<'a> {
+    fn plan(observed: &'a [PolledJob]) -> RoundWrites<'a> {
+        let mut writes = RoundWrites::default();
+        for polled in observed {
+            if polled.newly_overdue {
+                writes.overdue.push(&polled.open);
+            }
+            let next = after(polled.next_check);
+            match &polled.observation {
+                Observation::Seen {
+                    job,
+                    api_request_id,
+                } => writes.seen_job(&polled.open, job, api_request_id, next),
+                unseen => {
+                    let missed = matches!(unseen, Observation::Missing);
+                    writes.summary.missing += usize::from(missed);
+                    let id = polled.open.id;
+                    writes
+                        .unseen
+                        .push(json!({"id": id, "missed": missed, "next": next}));
+                }
+            }
         }
-    };
-
-    let changed = job.progress != open.last.progress
-        || job.done != open.last.done
-        || job.success != open.last.success
-        || job.result != open.last.result
-        || (!job.status.is_empty() && job.status != open.last.status);
-    sqlx::query(
-        "UPDATE jobs
-         SET status = coalesce(?, status), progress = ?, done = ?, success = ?, result = ?,
-             missed_polls = 0, poll_errors = 0,
-             last_checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
-             finished_at = CASE WHEN ? THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
-         WHERE id = ?",
-    )
-    .bind(non_empty(&job.status))
-    .bind(job.progress)
-    .bind(job.done)
-    .bind(job.success)
-    .bind(non_empty(&job.result))
-    .bind(after(*next_check))
-    .bind(job.done)
-    .bind(open.id)
-    .execute(&mut **tx)
-    .await?;
-    if !changed {
-        return Ok(());
+        writes
     }
-    summary.changed += 1;
 
-    if !job.done {
-        let detail = format!(
-            "{} {:.0}%",
-            if job.status.is_empty() {
+    fn seen_job(&mut self, open: &'a OpenJob, job: &'a Job, api_request_id: &'a str, next: String) {
+        self.seen.push(json!({
+            "id": open.id,
+            "status": non_empty(&job.status),
+            "progress": job.progress,
+            "done": job.done,
+            "success": job.success,
+            "result": non_empty(&job.result),
+            "next": next,
+        }));
+        let changed = job.progress != open.last.progress
+            || job.done != open.last.done
+            || job.success != open.last.success
+            || job.result != open.last.result
+            || (!job.status.is_empty() && job.status != open.last.status);
+        if !changed {
+            return;
+        }
+        self.summary.changed += 1;
+        let event = NewEvent {
+            job_uuid: Some(&open.job_uuid),
+            progress: Some(job.progress),
+            api_request_id: non_empty(api_request_id),
+            ..NewEvent::new(open.request_id, "job_progressed", "submitted")
+        };
+        if !job.done {
+            let status = if job.status.is_empty() {
                 "running"
             } else {
                 &job.status
-            },
-            job.progress
-        );
-        return append_event(
-            tx,
-            open.request_id,
-            "job_progressed",
-            "submitted",
-            Some(&open.job_uuid),
-            Some(job.progress),
-        )
-        .detail(&detail)
-        .api(None, None, Some(api_request_id))
-        .execute()
-        .await;
-    }
-    summary.finished.push(FinishedJob {
-        request_id: open.request_id,
-        job_uuid: open.job_uuid.clone(),
-        success: job.success,
-        result: job.result.clone(),
-    });
-    let (state, detail) = if job.success {
-        (
-            "succeeded",
-            format!("image {} is ready", open.last.resource_uuid),
-        )
-    } else {
-        let result = if job.result.is_empty() {
-            "the job ended without success and gave no reason"
+            };
+            let detail = Some(format!("{status} {:.0}%", job.progress));
+            self.events.push(NewEvent { detail, ..event });
+            return;
+        }
+        self.summary.finished.push(FinishedJob {
+            request_id: open.request_id,
+            job_uuid: open.job_uuid.clone(),
+            success: job.success,
+            result: job.result.clone(),
+        });
+        let (state, detail) = if job.success {
+            (
+                "succeeded",
+                format!("image {} is ready", open.last.resource_uuid),
+            )
         } else {
-            &job.result
+            let result = if job.result.is_empty() {
+                "the job ended without success and gave no reason"
+            } else {
+                &job.result
+            };
+            ("failed", format!("job failed: {result}"))
         };
-        ("failed", format!("job failed: {result}"))
-    };
-    set_state(
-        tx,
-        open.request_id,
-        state,
-        (!job.success).then_some(detail.as_str()),
-    )
-    .await?;
-    append_event(
-        tx,
-        open.request_id,
-        state,
-        state,
-        Some(&open.job_uuid),
-        Some(job.progress),
-    )
-    .detail(&detail)
-    .api(None, None, Some(api_request_id))
-    .execute()
-    .await
+        let reason = (!job.success).then_some(detail.as_str());
+        self.ended
+            .push(json!({"id": open.request_id, "state": state, "reason": reason}));
+        self.events.push(NewEvent {
+            kind: state,
+            state,
+            detail: Some(detail),
+            ..event
+        });
+    }
+
+    async fn apply(&self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        for open in &self.overdue {
+            mark_overdue(tx, open).await?;
+        }
+        for (sql, rows) in [
+            (RECORD_UNSEEN, &self.unseen),
+            (RECORD_SEEN, &self.seen),
+            (END_REQUESTS, &self.ended),
+        ] {
+            if !rows.is_empty() {
+                let rows = json_array(rows.iter().cloned());
+                sqlx::query(sql).bind(rows).execute(&mut **tx).await?;
+            }
+        }
+        insert_events(tx, &self.events).await
+    }
+}
+
+/// One history row, for the statements that append many at once.
+#[derive(Debug, Clone, Serialize)]
+struct NewEvent<'a> {
+    request_id: i64,
+    kind: &'a str,
+    state: &'a str,
+    job_uuid: Option<&'a str>,
+    progress: Option<f64>,
+    detail: Option<String>,
+    api_request_id: Option<&'a str>,
+}
+
+impl<'a> NewEvent<'a> {
+    fn new(request_id: i64, kind: &'a str, state: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            request_id,
+            kind,
+            state,
+            job_uuid: None,
+            progress: None,
+            detail: None,
+            api_request_id: None,
+        }
+    }
+}
+
+/// Appends the rows to the history in one statement, in their order.
+async fn insert_events(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = serde_json::to_string(events).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    sqlx::query(INSERT_EVENTS)
+        .bind(rows)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A JSON array of the items, as text for `json_each(?)`.
+fn json_array(items: impl Iterator<Item = Value>) -> String {
+    Value::Array(items.collect()).to_string()
 }
 
 async fn mark_overdue(tx: &mut Tx, open: &OpenJob) -> Result<(), sqlx::Error> {

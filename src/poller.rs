@@ -108,7 +108,8 @@ impl Poller {
         Ok(())
     }
 
-    /// Polls one chunk of a region's due jobs, its batches in parallel.
+    /// Polls one chunk of a region's due jobs: the calls of its batches in parallel, then
+    /// one record of all they learned, so that a chunk costs one transaction.
     async fn poll_chunk(&self, region: &str, jobs: Vec<OpenJob>) -> anyhow::Result<()> {
         let mut calls = JoinSet::new();
         let mut jobs = jobs.into_iter().peekable();
@@ -118,21 +119,24 @@ impl Poller {
             let region = region.to_owned();
             calls.spawn(async move { poller.poll_batch(&region, batch).await });
         }
-        let mut first_error = None;
+        let mut rows = Vec::new();
+        let mut failed = None;
         while let Some(joined) = calls.join_next().await {
             match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => first_error = first_error.or(Some(err)),
-                Err(join) => {
-                    first_error = first_error.or(Some(anyhow::anyhow!("poll task failed: {join}")))
-                }
+                Ok(polled) => rows.extend(polled),
+                // Its jobs keep their due time and are asked about in the next round.
+                Err(join) => failed = Some(anyhow::anyhow!("poll task failed: {join}")),
             }
         }
-        first_error.map_or(Ok(()), Err)
+        warn_about_missing(region, &rows);
+        let summary = self.store.record_round(&rows).await?;
+        log_round(region, rows.len(), &summary);
+        failed.map_or(Ok(()), Err)
     }
 
-    /// One JobResult call for up to `batch_size` jobs of one region, and its record.
-    async fn poll_batch(&self, region: &str, batch: Vec<OpenJob>) -> anyhow::Result<()> {
+    /// One JobResult call for up to `batch_size` jobs of one region, and what it learned
+    /// of each.
+    async fn poll_batch(&self, region: &str, batch: Vec<OpenJob>) -> Vec<PolledJob> {
         let uuids: Vec<String> = batch.iter().map(|job| job.job_uuid.clone()).collect();
         let observations = match self.api.job_results(region, &uuids).await {
             Ok(answer) => match_answer(&batch, answer.data, &answer.request_id),
@@ -148,15 +152,11 @@ impl Poller {
                 vec![Observation::CallFailed; batch.len()]
             }
         };
-        let rows: Vec<PolledJob> = batch
+        batch
             .into_iter()
             .zip(observations)
             .map(|(open, observation)| self.plan(open, observation))
-            .collect();
-        warn_about_missing(region, &rows);
-        let summary = self.store.record_round(&rows).await?;
-        log_round(region, rows.len(), &summary);
-        Ok(())
+            .collect()
     }
 }
 

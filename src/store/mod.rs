@@ -12,12 +12,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use sqlx::error::BoxDynError;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{Arguments, Row, SqlitePool};
 
 use crate::api::{ImportSpec, Job};
 use crate::config::DatabaseSettings;
@@ -28,6 +28,10 @@ pub use reconcile::DoubtfulRequest;
 
 /// Connections in the pool: enough for the submitter, the poller and a report at once.
 const POOL_SIZE: u32 = 4;
+
+/// Prepared statements kept per connection: the hot queries, the other statements, and up
+/// to eight texts (row counts) of each batch statement (see [`execute_rows`]).
+const STATEMENT_CACHE: usize = 128;
 
 /// Longest wait between two tries of a write that found the database locked.
 const LOCKED_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -63,10 +67,11 @@ const DUE_REGIONS: &str = "
     WHERE finished_at IS NULL AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
     ORDER BY region_id";
 
-/// One page of a region's due open jobs, in due order.
+/// One page of a region's due open jobs, in due order. Only what an open job can hold is
+/// read: every column of every row is a copy, and a round reads every open job.
 const DUE_JOBS: &str = "
-    SELECT id, request_id, region_id, job_uuid, resource_uuid, status, progress, done,
-           success, result, missed_polls, poll_errors, overdue_at IS NOT NULL AS overdue,
+    SELECT id, request_id, job_uuid, resource_uuid, status, progress, result,
+           missed_polls, poll_errors, overdue_at IS NOT NULL AS overdue,
            next_check_at,
            (julianday('now') - julianday(created_at)) * 86400.0 AS age_seconds
     FROM jobs INDEXED BY jobs_open_due
@@ -93,77 +98,87 @@ const HISTORY: &str = "
     SELECT at, kind, state, job_uuid, progress, detail, errno, errmsg, api_request_id
     FROM request_history WHERE request_id = ? ORDER BY event_id";
 
-/// Claimed rows (a JSON array of ids) become `submitting`, their attempt counted.
+// The batch statements below are written for one row of `VALUES`; [`execute_rows`] repeats
+// the row for as many as a batch has, so that a batch of any size is a few statements.
+
+/// Claimed rows become `submitting`, their attempt counted.
 const MARK_SUBMITTING: &str = "
+    WITH claimed (id) AS (VALUES (?))
     UPDATE import_requests
     SET state = 'submitting', attempts = attempts + 1,
         first_attempt_at = coalesce(first_attempt_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
         last_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-    WHERE id IN (SELECT value FROM json_each(?))";
+    WHERE id IN (SELECT id FROM claimed)";
 
-/// New jobs (a JSON array), each once, first checked after the delay `?2`.
+/// New jobs, each inserted once, first checked after its delay.
 const TRACK_JOBS: &str = "
+    WITH t (request_id, job_uuid, resource_uuid, api_request_id, status, progress, first_check)
+        AS (VALUES (?, ?, ?, ?, ?, ?, ?))
     INSERT INTO jobs (request_id, region_id, job_uuid, resource_uuid, api_request_id,
                       status, progress, done, success, result, next_check_at)
-    SELECT r.id, r.region_id, t.value ->> 'job_uuid', t.value ->> 'resource_uuid',
-           t.value ->> 'api_request_id', t.value ->> 'status', t.value ->> 'progress',
-           0, 0, NULL, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)
-    FROM json_each(?1) AS t
-    JOIN import_requests AS r ON r.id = t.value ->> 'request_id'
+    SELECT r.id, r.region_id, t.job_uuid, t.resource_uuid, t.api_request_id, t.status,
+           t.progress, 0, 0, NULL, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', t.first_check)
+    FROM t JOIN import_requests AS r ON r.id = t.request_id
     WHERE true
     ON CONFLICT (region_id, job_uuid) DO NOTHING";
 
-/// The requests of new jobs (the same JSON array) become `submitted`, clearing the API
-/// error of an earlier attempt (the history keeps it).
+/// The requests of new jobs become `submitted`, clearing the API error of an earlier
+/// attempt (the history keeps it).
 const SET_SUBMITTED: &str = "
+    WITH t (id) AS (VALUES (?))
     UPDATE import_requests
     SET state = 'submitted', reason = NULL, last_errno = NULL, last_errmsg = NULL,
         last_api_request_id = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-    WHERE id IN (SELECT value ->> 'request_id' FROM json_each(?))";
+    WHERE id IN (SELECT id FROM t)";
 
-/// Jobs an answer included (a JSON array): what it said, and when to look again.
+/// Jobs an answer included: what it said, and when to look again.
 const RECORD_SEEN: &str = "
+    WITH o (id, status, progress, done, success, result, next)
+        AS (VALUES (?, ?, ?, ?, ?, ?, ?))
     UPDATE jobs
-    SET status = coalesce(o.value ->> 'status', status),
-        progress = o.value ->> 'progress',
-        done = o.value ->> 'done',
-        success = o.value ->> 'success',
-        result = o.value ->> 'result',
+    SET status = coalesce(o.status, jobs.status),
+        progress = o.progress,
+        done = o.done,
+        success = o.success,
+        result = o.result,
         missed_polls = 0,
         poll_errors = 0,
         last_checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-        next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', o.value ->> 'next'),
-        finished_at = CASE WHEN o.value ->> 'done' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
-    FROM json_each(?) AS o
-    WHERE jobs.id = o.value ->> 'id'";
+        next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', o.next),
+        finished_at = CASE WHEN o.done THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
+    FROM o
+    WHERE jobs.id = o.id";
 
-/// Jobs an answer left out, or whose call failed (a JSON array): counted, looked at again.
+/// Jobs an answer left out (`missed`), or whose call failed: counted, looked at again.
 const RECORD_UNSEEN: &str = "
+    WITH o (id, missed, next) AS (VALUES (?, ?, ?))
     UPDATE jobs
-    SET missed_polls = CASE WHEN o.value ->> 'missed' THEN missed_polls + 1 ELSE missed_polls END,
-        poll_errors = CASE WHEN o.value ->> 'missed' THEN 0 ELSE poll_errors + 1 END,
-        next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', o.value ->> 'next')
-    FROM json_each(?) AS o
-    WHERE jobs.id = o.value ->> 'id'";
+    SET missed_polls = CASE WHEN o.missed THEN jobs.missed_polls + 1
+                            ELSE jobs.missed_polls END,
+        poll_errors = CASE WHEN o.missed THEN 0 ELSE jobs.poll_errors + 1 END,
+        next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', o.next)
+    FROM o
+    WHERE jobs.id = o.id";
 
-/// Requests whose job ended (a JSON array): `succeeded` or `failed` with the reason,
-/// clearing the API error of an earlier attempt (the history keeps it).
+/// Requests whose job ended: `succeeded` or `failed` with the reason, clearing the API
+/// error of an earlier attempt (the history keeps it).
 const END_REQUESTS: &str = "
+    WITH o (id, state, reason) AS (VALUES (?, ?, ?))
     UPDATE import_requests
-    SET state = o.value ->> 'state', reason = o.value ->> 'reason', last_errno = NULL,
-        last_errmsg = NULL, last_api_request_id = NULL,
-        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-    FROM json_each(?) AS o
-    WHERE import_requests.id = o.value ->> 'id'";
+    SET state = o.state, reason = o.reason, last_errno = NULL, last_errmsg = NULL,
+        last_api_request_id = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM o
+    WHERE import_requests.id = o.id";
 
-/// History rows (a JSON array), appended in order.
+/// History rows, appended in order.
 const INSERT_EVENTS: &str = "
     INSERT INTO events (request_id, kind, state, job_uuid, progress, detail, api_request_id)
-    SELECT value ->> 'request_id', value ->> 'kind', value ->> 'state', value ->> 'job_uuid',
-           value ->> 'progress', value ->> 'detail', value ->> 'api_request_id'
-    FROM json_each(?)
-    ORDER BY key";
+    VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+/// Most rows in one batch statement (7 values a row, far below SQLite's 32,766). A power
+/// of two: see [`execute_rows`].
+const ROWS_PER_STATEMENT: usize = 128;
 
 /// The statements the daemon runs over and over, by name. Each must be answered through an
 /// index however large the tables grow, so each names its index (`INDEXED BY`, from the
@@ -487,7 +502,8 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(settings.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .statement_cache_capacity(STATEMENT_CACHE);
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(settings.busy_timeout.max(Duration::from_secs(30)))
@@ -814,7 +830,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(open_job)
+            .map(|row| open_job(row, region))
             .collect::<Result<_, _>>()
             .map_err(Into::into)
     }
@@ -1022,7 +1038,9 @@ fn decode_fields(row: &SqliteRow) -> Result<RequestFields, String> {
     })
 }
 
-fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
+/// An open job from a row of [`DUE_JOBS`], in `region`. Open means not done: the answer
+/// that says a job is done also ends its tracking.
+fn open_job(row: &SqliteRow, region: &str) -> Result<OpenJob, sqlx::Error> {
     let age: f64 = row.try_get("age_seconds")?;
     let last = Job {
         job_uuid: row.try_get("job_uuid")?,
@@ -1033,8 +1051,8 @@ fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
             .try_get::<Option<String>, _>("status")?
             .unwrap_or_default(),
         progress: row.try_get("progress")?,
-        done: row.try_get("done")?,
-        success: row.try_get("success")?,
+        done: false,
+        success: false,
         result: row
             .try_get::<Option<String>, _>("result")?
             .unwrap_or_default(),
@@ -1043,7 +1061,7 @@ fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
     Ok(OpenJob {
         id: row.try_get("id")?,
         request_id: row.try_get("request_id")?,
-        region_id: row.try_get("region_id")?,
+        region_id: region.to_owned(),
         job_uuid: last.job_uuid.clone(),
         last,
         age: Duration::from_secs_f64(age.max(0.0)),
@@ -1065,25 +1083,22 @@ async fn track_jobs(
     if jobs.is_empty() {
         return Ok(());
     }
-    let rows = json_array(jobs.iter().map(|(request_id, tracked, _)| {
-        json!({
-            "request_id": request_id,
-            "job_uuid": tracked.job.id(),
-            "resource_uuid": non_empty(tracked.resource_uuid),
-            "api_request_id": tracked.api_request_id,
-            "status": non_empty(&tracked.job.status),
-            "progress": tracked.job.progress,
-        })
-    }));
-    sqlx::query(TRACK_JOBS)
-        .bind(&rows)
-        .bind(after(first_check))
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(SET_SUBMITTED)
-        .bind(&rows)
-        .execute(&mut **tx)
-        .await?;
+    let delay = after(first_check);
+    let delay = delay.as_str();
+    execute_rows(tx, TRACK_JOBS, jobs, |args, (request_id, tracked, _)| {
+        args.add(*request_id)?;
+        args.add(tracked.job.id())?;
+        args.add(non_empty(tracked.resource_uuid))?;
+        args.add(tracked.api_request_id)?;
+        args.add(non_empty(&tracked.job.status))?;
+        args.add(tracked.job.progress)?;
+        args.add(delay)
+    })
+    .await?;
+    execute_rows(tx, SET_SUBMITTED, jobs, |args, (request_id, _, _)| {
+        args.add(*request_id)
+    })
+    .await?;
     let events: Vec<NewEvent> = jobs
         .iter()
         .map(|(request_id, tracked, detail)| NewEvent {
@@ -1103,11 +1118,10 @@ async fn mark_submitting(tx: &mut Tx, claimed: &[ClaimedRequest]) -> Result<(), 
     if claimed.is_empty() {
         return Ok(());
     }
-    let ids = json_array(claimed.iter().map(|request| json!(request.id)));
-    sqlx::query(MARK_SUBMITTING)
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
+    execute_rows(tx, MARK_SUBMITTING, claimed, |args, request| {
+        args.add(request.id)
+    })
+    .await?;
     let events: Vec<NewEvent> = claimed
         .iter()
         .map(|request| NewEvent {
@@ -1158,17 +1172,17 @@ async fn set_state(
 }
 
 /// Everything one recorded round writes, worked out before the transaction so that the
-/// transaction is a handful of set-based statements, whatever the batch size.
+/// transaction is a handful of batch statements, whatever the number of jobs.
 #[derive(Debug, Default)]
 struct RoundWrites<'a> {
     /// Jobs that just passed `poll.overdue_after` (one statement each: they are rare).
     overdue: Vec<&'a OpenJob>,
-    /// Jobs the answer left out, or whose call failed: `{id, missed, next}`.
-    unseen: Vec<Value>,
-    /// Jobs the answer included: their new fields and next check.
-    seen: Vec<Value>,
-    /// Requests whose job ended: `{id, state, reason}`.
-    ended: Vec<Value>,
+    /// Jobs the answer left out (`true`) or whose call failed, with their next check.
+    unseen: Vec<(i64, bool, String)>,
+    /// Jobs the answer included, as it described them, with their next check.
+    seen: Vec<(i64, &'a Job, String)>,
+    /// Requests whose job ended: the state and, for a failure, the reason.
+    ended: Vec<(i64, &'static str, Option<String>)>,
     /// History rows: observed changes and ends.
     events: Vec<NewEvent<'a>>,
     summary: RoundSummary,
@@ -1190,10 +1204,7 @@ impl<'a> RoundWrites<'a> {
                 unseen => {
                     let missed = matches!(unseen, Observation::Missing);
                     writes.summary.missing += usize::from(missed);
-                    let id = polled.open.id;
-                    writes
-                        .unseen
-                        .push(json!({"id": id, "missed": missed, "next": next}));
+                    writes.unseen.push((polled.open.id, missed, next));
                 }
             }
         }
@@ -1201,15 +1212,7 @@ impl<'a> RoundWrites<'a> {
     }
 
     fn seen_job(&mut self, open: &'a OpenJob, job: &'a Job, api_request_id: &'a str, next: String) {
-        self.seen.push(json!({
-            "id": open.id,
-            "status": non_empty(&job.status),
-            "progress": job.progress,
-            "done": job.done,
-            "success": job.success,
-            "result": non_empty(&job.result),
-            "next": next,
-        }));
+        self.seen.push((open.id, job, next));
         let changed = job.progress != open.last.progress
             || job.done != open.last.done
             || job.success != open.last.success
@@ -1254,9 +1257,8 @@ impl<'a> RoundWrites<'a> {
             };
             ("failed", format!("job failed: {result}"))
         };
-        let reason = (!job.success).then_some(detail.as_str());
-        self.ended
-            .push(json!({"id": open.request_id, "state": state, "reason": reason}));
+        let reason = (!job.success).then(|| detail.clone());
+        self.ended.push((open.request_id, state, reason));
         self.events.push(NewEvent {
             kind: state,
             state,
@@ -1269,22 +1271,44 @@ impl<'a> RoundWrites<'a> {
         for open in &self.overdue {
             mark_overdue(tx, open).await?;
         }
-        for (sql, rows) in [
-            (RECORD_UNSEEN, &self.unseen),
-            (RECORD_SEEN, &self.seen),
-            (END_REQUESTS, &self.ended),
-        ] {
-            if !rows.is_empty() {
-                let rows = json_array(rows.iter().cloned());
-                sqlx::query(sql).bind(rows).execute(&mut **tx).await?;
-            }
-        }
+        execute_rows(
+            tx,
+            RECORD_UNSEEN,
+            &self.unseen,
+            |args, (id, missed, next)| {
+                args.add(*id)?;
+                args.add(*missed)?;
+                args.add(next.as_str())
+            },
+        )
+        .await?;
+        execute_rows(tx, RECORD_SEEN, &self.seen, |args, (id, job, next)| {
+            args.add(*id)?;
+            args.add(non_empty(&job.status))?;
+            args.add(job.progress)?;
+            args.add(job.done)?;
+            args.add(job.success)?;
+            args.add(non_empty(&job.result))?;
+            args.add(next.as_str())
+        })
+        .await?;
+        execute_rows(
+            tx,
+            END_REQUESTS,
+            &self.ended,
+            |args, (id, state, reason)| {
+                args.add(*id)?;
+                args.add(*state)?;
+                args.add(reason.as_deref())
+            },
+        )
+        .await?;
         insert_events(tx, &self.events).await
     }
 }
 
 /// One history row, for the statements that append many at once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 struct NewEvent<'a> {
     request_id: i64,
     kind: &'a str,
@@ -1309,22 +1333,76 @@ impl<'a> NewEvent<'a> {
     }
 }
 
-/// Appends the rows to the history in one statement, in their order.
+/// Appends the rows to the history, in their order.
 async fn insert_events(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
+    execute_rows(tx, INSERT_EVENTS, events, |args, event| {
+        args.add(event.request_id)?;
+        args.add(event.kind)?;
+        args.add(event.state)?;
+        args.add(event.job_uuid)?;
+        args.add(event.progress)?;
+        args.add(event.detail.as_deref())?;
+        args.add(event.api_request_id)
+    })
+    .await
+}
+
+/// Runs `sql`, a statement written for one row of `VALUES (...)`, for all `rows`, each
+/// row's values added by `bind` in the order of the row's `?`s.
+///
+/// The rows go in chunks of [`ROWS_PER_STATEMENT`], then of the powers of two that make up
+/// the rest (100 rows: 64 + 32 + 4), so that each statement has at most eight texts and
+/// each text is prepared once per connection, then found in the statement cache: parsing a
+/// long `VALUES` list anew every time would cost more than running it.
+async fn execute_rows<'r, R>(
+    tx: &mut Tx,
+    sql: &str,
+    rows: &'r [R],
+    bind: impl Fn(&mut SqliteArguments<'r>, &'r R) -> Result<(), BoxDynError>,
+) -> Result<(), sqlx::Error> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = chunk_size(rest.len());
+        let (chunk, later) = rest.split_at(size);
+        rest = later;
+        let mut args = SqliteArguments::default();
+        for row in chunk {
+            bind(&mut args, row).map_err(sqlx::Error::Encode)?;
+        }
+        let text = with_rows(sql, size);
+        sqlx::query_with(&text, args).execute(&mut **tx).await?;
     }
-    let rows = serde_json::to_string(events).map_err(|err| sqlx::Error::Encode(err.into()))?;
-    sqlx::query(INSERT_EVENTS)
-        .bind(rows)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
-/// A JSON array of the items, as text for `json_each(?)`.
-fn json_array(items: impl Iterator<Item = Value>) -> String {
-    Value::Array(items.collect()).to_string()
+/// The next chunk for `left` rows: [`ROWS_PER_STATEMENT`], or the largest power of two not
+/// above `left`.
+fn chunk_size(left: usize) -> usize {
+    if left >= ROWS_PER_STATEMENT {
+        ROWS_PER_STATEMENT
+    } else {
+        1 << left.ilog2()
+    }
+}
+
+/// `sql` with its first `VALUES (...)` row repeated `rows` times.
+fn with_rows(sql: &str, rows: usize) -> String {
+    let start = sql
+        .find("VALUES (")
+        .expect("a batch statement has a VALUES row")
+        + 7;
+    let end = start + sql[start..].find(')').expect("the VALUES row ends") + 1;
+    let row = &sql[start..end];
+    let mut text = String::with_capacity(sql.len() + (row.len() + 2) * rows);
+    text.push_str(&sql[..start]);
+    for n in 0..rows {
+        if n > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(row);
+    }
+    text.push_str(&sql[end..]);
+    text
 }
 
 async fn mark_overdue(tx: &mut Tx, open: &OpenJob) -> Result<(), sqlx::Error> {
@@ -1432,5 +1510,56 @@ impl EventInsert<'_, '_> {
         .execute(&mut **self.tx)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_statement_is_written_for_one_row_and_repeated_for_many() {
+        let cases = [
+            (
+                "one row",
+                1,
+                "INSERT INTO t (a, b) VALUES (?, ?) RETURNING a",
+            ),
+            (
+                "three rows",
+                3,
+                "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) RETURNING a",
+            ),
+        ];
+        for (name, rows, want) in cases {
+            let got = with_rows("INSERT INTO t (a, b) VALUES (?, ?) RETURNING a", rows);
+            assert_eq!(got, want, "{name}");
+        }
+        let batch = [
+            MARK_SUBMITTING,
+            TRACK_JOBS,
+            SET_SUBMITTED,
+            RECORD_SEEN,
+            RECORD_UNSEEN,
+            END_REQUESTS,
+            INSERT_EVENTS,
+        ];
+        let sizes = |mut left: usize| {
+            let mut sizes = Vec::new();
+            while left > 0 {
+                sizes.push(chunk_size(left));
+                left -= chunk_size(left);
+            }
+            sizes
+        };
+        assert_eq!(sizes(100), [64, 32, 4]);
+        assert_eq!(sizes(300), [128, 128, 32, 8, 4]);
+        assert_eq!(sizes(1), [1]);
+        for sql in batch {
+            let one = with_rows(sql, 1);
+            assert_eq!(one, sql, "the constant is the one-row statement");
+            let params = |text: &str| text.matches('?').count();
+            assert_eq!(params(&with_rows(sql, 5)), 5 * params(sql), "{sql}");
+        }
     }
 }

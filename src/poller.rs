@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, Job};
@@ -96,52 +96,74 @@ impl Poller {
         self.settings.initial_interval / 5
     }
 
-    /// One round: every due job of every region, in batches of `poll.batch_size`.
+    /// One round: every due job of every region, in batches of `poll.batch_size`, with at
+    /// most `poll.concurrency` calls in flight. The calls keep going out while a recorder
+    /// writes what came back, each write covering every answer that arrived meanwhile: the
+    /// database work of a round overlaps its calls, and a busy round costs few commits.
     async fn round(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let (answered, to_record) = mpsc::channel(self.settings.concurrency);
+        let recorder = tokio::spawn(record_as_they_come(self.store.clone(), to_record));
+        let asked = self.ask_due(shutdown, &answered).await;
+        drop(answered);
+        let recorded = recorder
+            .await
+            .map_err(|err| anyhow::anyhow!("poll recorder failed: {err}"))?;
+        recorded.and(asked)
+    }
+
+    /// Asks about every due job, region by region, page by page, keeping at most
+    /// `poll.concurrency` calls in flight; each call hands what it learned to `answered`.
+    async fn ask_due(
+        &self,
+        shutdown: &CancellationToken,
+        answered: &mpsc::Sender<Vec<PolledJob>>,
+    ) -> anyhow::Result<()> {
         let horizon = self.early();
-        let chunk = self.settings.batch_size * self.settings.concurrency;
-        for region in self.store.due_regions(horizon).await? {
+        let page = self.settings.batch_size * self.settings.concurrency;
+        let mut calls = JoinSet::new();
+        let mut failed = None;
+        'regions: for region in self.store.due_regions(horizon).await? {
             let mut position: Option<(String, i64)> = None;
             loop {
                 let after = position.as_ref().map(|(at, id)| (at.as_str(), *id));
-                let jobs = self.store.due_jobs(&region, horizon, after, chunk).await?;
+                let jobs = self.store.due_jobs(&region, horizon, after, page).await?;
                 let Some(last) = jobs.last() else { break };
                 position = Some((last.next_check_at.clone(), last.id));
-                let full = jobs.len() == chunk;
-                self.poll_chunk(&region, jobs).await?;
-                if !full || shutdown.is_cancelled() {
+                let full = jobs.len() == page;
+                let mut jobs = jobs.into_iter().peekable();
+                while jobs.peek().is_some() {
+                    let batch: Vec<OpenJob> =
+                        jobs.by_ref().take(self.settings.batch_size).collect();
+                    while calls.len() >= self.settings.concurrency {
+                        failed = failed.or(task_failure(calls.join_next().await));
+                    }
+                    let poller = self.clone();
+                    let region = region.clone();
+                    let answered = answered.clone();
+                    calls.spawn(async move {
+                        let polled = poller.poll_batch(&region, batch).await;
+                        // Refused only when recording failed, which the round reports.
+                        let _ = answered.send(polled).await;
+                    });
+                }
+                // A closed channel means recording failed: the rest waits for the next round.
+                if !full || shutdown.is_cancelled() || answered.is_closed() {
                     break;
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Polls one chunk of a region's due jobs, its batches in parallel.
-    async fn poll_chunk(&self, region: &str, jobs: Vec<OpenJob>) -> anyhow::Result<()> {
-        let mut calls = JoinSet::new();
-        let mut jobs = jobs.into_iter().peekable();
-        while jobs.peek().is_some() {
-            let batch: Vec<OpenJob> = jobs.by_ref().take(self.settings.batch_size).collect();
-            let poller = self.clone();
-            let region = region.to_owned();
-            calls.spawn(async move { poller.poll_batch(&region, batch).await });
-        }
-        let mut first_error = None;
-        while let Some(joined) = calls.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => first_error = first_error.or(Some(err)),
-                Err(join) => {
-                    first_error = first_error.or(Some(anyhow::anyhow!("poll task failed: {join}")))
-                }
+            if shutdown.is_cancelled() || answered.is_closed() {
+                break 'regions;
             }
         }
-        first_error.map_or(Ok(()), Err)
+        while let Some(joined) = calls.join_next().await {
+            failed = failed.or(task_failure(Some(joined)));
+        }
+        failed.map_or(Ok(()), Err)
     }
 
-    /// One JobResult call for up to `batch_size` jobs of one region, and its record.
-    async fn poll_batch(&self, region: &str, batch: Vec<OpenJob>) -> anyhow::Result<()> {
+    /// One JobResult call for up to `batch_size` jobs of one region, and what it learned
+    /// of each.
+    async fn poll_batch(&self, region: &str, batch: Vec<OpenJob>) -> Vec<PolledJob> {
         let uuids: Vec<String> = batch.iter().map(|job| job.job_uuid.clone()).collect();
         let observations = match self.api.job_results(region, &uuids).await {
             Ok(answer) => match_answer(&batch, answer.data, &answer.request_id),
@@ -157,15 +179,11 @@ impl Poller {
                 vec![Observation::CallFailed; batch.len()]
             }
         };
-        let rows: Vec<PolledJob> = batch
+        batch
             .into_iter()
             .zip(observations)
             .map(|(open, observation)| self.plan(open, observation))
-            .collect();
-        warn_about_missing(region, &rows);
-        let summary = self.store.record_round(&rows).await?;
-        log_round(region, rows.len(), &summary);
-        Ok(())
+            .collect()
     }
 }
 
@@ -230,14 +248,40 @@ fn match_answer(batch: &[OpenJob], jobs: Vec<Job>, api_request_id: &str) -> Vec<
         .collect()
 }
 
-fn warn_about_missing(region: &str, rows: &[PolledJob]) {
+/// Records what the calls of a round hand over, as they do: whatever arrived while one
+/// write ran goes into the next.
+async fn record_as_they_come(
+    store: Store,
+    mut to_record: mpsc::Receiver<Vec<PolledJob>>,
+) -> anyhow::Result<()> {
+    while let Some(mut rows) = to_record.recv().await {
+        while let Ok(more) = to_record.try_recv() {
+            rows.extend(more);
+        }
+        warn_about_missing(&rows);
+        let summary = store.record_round(&rows).await?;
+        log_round(rows.len(), &summary);
+    }
+    Ok(())
+}
+
+/// The failure of a call task that ended, if it failed. Its jobs keep their due time and
+/// are asked about in the next round.
+fn task_failure(joined: Option<Result<(), JoinError>>) -> Option<anyhow::Error> {
+    match joined {
+        Some(Err(err)) => Some(anyhow::anyhow!("poll task failed: {err}")),
+        _ => None,
+    }
+}
+
+fn warn_about_missing(rows: &[PolledJob]) {
     for polled in rows {
         let misses = polled.open.missed_polls + 1;
         if matches!(polled.observation, Observation::Missing)
             && misses % MISSES_WORTH_A_WARNING == 0
         {
             tracing::warn!(
-                %region,
+                region = %polled.open.region_id,
                 request_id = polled.open.request_id,
                 job_uuid = %polled.open.job_uuid,
                 misses,
@@ -247,8 +291,13 @@ fn warn_about_missing(region: &str, rows: &[PolledJob]) {
     }
 }
 
-fn log_round(region: &str, jobs: usize, summary: &RoundSummary) {
-    tracing::debug!(%region, jobs, changed = summary.changed, missing = summary.missing, "jobs polled");
+fn log_round(jobs: usize, summary: &RoundSummary) {
+    tracing::debug!(
+        jobs,
+        changed = summary.changed,
+        missing = summary.missing,
+        "jobs polled"
+    );
     for finished in &summary.finished {
         if finished.success {
             tracing::info!(request_id = finished.request_id, job_uuid = %finished.job_uuid, "import succeeded");

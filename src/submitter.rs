@@ -16,15 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ApiError, Disposition};
+use crate::api::{Answer, ApiClient, ApiError, Disposition, Job};
 use crate::config::Settings;
 use crate::health::{Beat, Health};
 use crate::schedule;
-use crate::store::{ClaimedRequest, Failure, RequestState, Store};
+use crate::store::{ClaimedRequest, Failure, RequestState, Store, Submission};
 use crate::validate;
 
 /// Wait after the store itself failed (not a lock: those are waited out inside the store).
@@ -72,6 +72,9 @@ impl Submitter {
 
     /// Claims and submits until `shutdown`; then stops claiming and waits for the calls
     /// in flight to be answered and recorded (the caller bounds that wait).
+    ///
+    /// The calls run as tasks that only talk to the API; this loop records what they
+    /// brought back, every call that came back since it last looked in one go.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut in_flight = JoinSet::new();
         while !shutdown.is_cancelled() {
@@ -88,7 +91,9 @@ impl Submitter {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(first) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    self.record(with_the_rest(first, &mut in_flight)).await;
+                }
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -98,12 +103,14 @@ impl Submitter {
                 "waiting for ImportCIMG calls in flight"
             );
         }
-        while in_flight.join_next().await.is_some() {}
+        while let Some(first) = in_flight.join_next().await {
+            self.record(with_the_rest(first, &mut in_flight)).await;
+        }
     }
 
     /// Claims what can be sent now and starts the calls; returns how long to wait before
     /// looking again if nothing finishes first.
-    async fn claim_and_spawn(&self, in_flight: &mut JoinSet<()>) -> Duration {
+    async fn claim_and_spawn(&self, in_flight: &mut JoinSet<Answered>) -> Duration {
         let scan = self.settings.queue.scan_interval;
         let free = self
             .settings
@@ -135,8 +142,11 @@ impl Submitter {
         };
         let filled = claimed.len() == limit;
         for request in claimed {
-            let submitter = self.clone();
-            in_flight.spawn(async move { submitter.submit(request).await });
+            let api = self.api.clone();
+            in_flight.spawn(async move {
+                let outcome = api.import_cimg(&request.spec).await;
+                Answered { request, outcome }
+            });
         }
         if filled {
             // More may be due: look again as soon as a call finishes.
@@ -168,37 +178,46 @@ impl Submitter {
         }
     }
 
-    /// One ImportCIMG call and the record of its outcome.
-    async fn submit(self, request: ClaimedRequest) {
-        let outcome = self.api.import_cimg(&request.spec).await;
-        let recorded = match outcome {
-            Ok(answer) => {
-                self.resume_if_paused();
-                tracing::info!(
-                    request_id = request.id,
-                    region = %request.spec.region_id,
-                    name = %request.spec.name,
-                    job_uuid = %answer.data.id(),
-                    api_request_id = %answer.request_id,
-                    "request submitted"
-                );
-                let first_check = self.settings.poll.initial_interval;
-                let recorded = self
-                    .store
-                    .record_submitted(request.id, &answer.data, &answer.request_id, first_check)
-                    .await;
-                self.jobs_added.notify_one();
-                recorded
+    /// Records what calls brought back: every job in one transaction, each failure by
+    /// its own rule.
+    async fn record(&self, answered: Vec<Answered>) {
+        let _working = self.beat.working();
+        let mut submitted = Vec::with_capacity(answered.len());
+        for Answered { request, outcome } in answered {
+            match outcome {
+                Ok(answer) => {
+                    self.resume_if_paused();
+                    tracing::info!(
+                        request_id = request.id,
+                        region = %request.spec.region_id,
+                        name = %request.spec.name,
+                        job_uuid = %answer.data.id(),
+                        api_request_id = %answer.request_id,
+                        "request submitted"
+                    );
+                    submitted.push(Submission {
+                        request_id: request.id,
+                        job: answer.data,
+                        api_request_id: answer.request_id,
+                    });
+                }
+                Err(err) => {
+                    if let Err(record_err) = self.record_failure(&request, &err).await {
+                        unrecorded(&[request.id], &record_err);
+                    }
+                }
             }
-            Err(err) => self.record_failure(&request, &err).await,
-        };
-        if let Err(err) = recorded {
-            tracing::error!(
-                request_id = request.id,
-                error = format!("{err:#}"),
-                "cannot record the outcome of a submission; the request stays submitting and is \
-                 reconciled at the next start"
-            );
+        }
+        if submitted.is_empty() {
+            return;
+        }
+        let first_check = self.settings.poll.initial_interval;
+        match self.store.record_submitted(&submitted, first_check).await {
+            Ok(()) => self.jobs_added.notify_one(),
+            Err(err) => {
+                let ids: Vec<i64> = submitted.iter().map(|s| s.request_id).collect();
+                unrecorded(&ids, &err);
+            }
         }
     }
 
@@ -296,6 +315,39 @@ impl Submitter {
             tracing::info!("the API accepts the account again; submissions resumed");
         }
     }
+}
+
+/// An ImportCIMG call that came back, with or without a job, not yet recorded.
+struct Answered {
+    request: ClaimedRequest,
+    outcome: Result<Answer<Job>, ApiError>,
+}
+
+/// `first` and every other call that has already come back.
+fn with_the_rest(
+    first: Result<Answered, JoinError>,
+    in_flight: &mut JoinSet<Answered>,
+) -> Vec<Answered> {
+    let mut answered = Vec::with_capacity(in_flight.len() + 1);
+    let mut joined = Some(first);
+    while let Some(result) = joined.take().or_else(|| in_flight.try_join_next()) {
+        match result {
+            Ok(one) => answered.push(one),
+            // Only a panic in the HTTP client gets here; its request stays `submitting`
+            // and is reconciled at the next start.
+            Err(err) => tracing::error!(error = %err, "an ImportCIMG call task failed"),
+        }
+    }
+    answered
+}
+
+fn unrecorded(request_ids: &[i64], err: &anyhow::Error) {
+    tracing::error!(
+        request_ids = ?request_ids,
+        error = format!("{err:#}"),
+        "cannot record the outcome of a submission; the request stays submitting and is \
+         reconciled at the next start"
+    );
 }
 
 enum PauseState {

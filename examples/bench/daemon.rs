@@ -65,7 +65,14 @@ pub fn command(db: &Path, base_url: &str, overrides: &[(&str, String)]) -> anyho
         &config,
         "# defaults; the benchmark sets keys through the environment\n",
     )?;
-    let mut command = Command::new(binary()?);
+    let mut command = match wrapper() {
+        Some(mut words) => {
+            let mut command = Command::new(words.remove(0));
+            command.args(words).arg(binary()?);
+            command
+        }
+        None => Command::new(binary()?),
+    };
     command
         .arg("--config")
         .arg(&config)
@@ -79,6 +86,17 @@ pub fn command(db: &Path, base_url: &str, overrides: &[(&str, String)]) -> anyho
         command.env(format!("CIMG_IMPORTD__{key}"), value);
     }
     Ok(command)
+}
+
+/// `BENCH_WRAP`, split into words: a command the daemon runs under, for profiling (for
+/// example `valgrind --tool=callgrind`). Per-process figures are then the wrapper's.
+fn wrapper() -> Option<Vec<String>> {
+    let words: Vec<String> = std::env::var("BENCH_WRAP")
+        .ok()?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    (!words.is_empty()).then_some(words)
 }
 
 /// A running daemon.

@@ -1,11 +1,12 @@
 //! `poll-scale`: 100,000 jobs in flight at once, in three regions, all due together.
 //!
 //! The jobs are created in the simulator (long ones, so none ends) and recorded in the
-//! database as if the daemon had submitted them, all due now; then the daemon starts with
-//! the default poll settings. Round 1 is every job's first check; round 2 is the next one,
-//! when the schedule brings the jobs due again. A round lasts from the moment its jobs are
-//! due (round 1: the daemon is ready) to the last `last_checked_at` it wrote; its calls are
-//! the simulator's JobResult log within that time.
+//! database as if the daemon had submitted them all at one instant a few seconds ahead,
+//! which is also when they are first due; the daemon starts meanwhile with the default
+//! poll settings. Round 1 is every job's first check; round 2 is the next one, when the
+//! schedule brings the jobs due again (at 10 s of age). A round lasts from the moment its
+//! jobs are due to the last `last_checked_at` it wrote; its calls are the simulator's
+//! JobResult log within that time.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,13 +28,17 @@ const JOBS: [(&str, usize); 3] = [("gz", 40_000), ("bj", 35_000), ("sh", 25_000)
 /// shows progress (and so a history row per job per round).
 const JOB_DURATION: Duration = Duration::from_secs(6 * 3600);
 
+/// The jobs are created, and first due, this long after seeding: time enough for the
+/// daemon to start, so that round 1 is timed from the moment its jobs are due.
+const FIRST_DUE: Duration = Duration::from_secs(10);
+
 /// Longest one round may take before the run is abandoned.
 const ROUND_LIMIT: Duration = Duration::from_secs(120);
 
 /// What one round measured.
 struct Round {
     wall_s: f64,
-    cpu_s: f64,
+    cpu: procfs::Delta,
     calls: u64,
     asked: u64,
 }
@@ -52,26 +57,32 @@ pub async fn poll_scale() -> anyhow::Result<Vec<Figure>> {
     seed::track_jobs(&operator, &simulator.base_url(), &jobs()).await?;
     let seeded_in = seeding.elapsed();
 
+    let first_due = next_round_start(&operator).await?;
     let daemon = tokio::task::block_in_place(|| Daemon::start(&db, &simulator.base_url(), &[]))?;
-    let first = measure_round(&operator, &simulator, &daemon, None).await?;
+    anyhow::ensure!(
+        unix_ms() < first_due,
+        "the daemon started after its jobs were due"
+    );
+    let first = measure_round(&operator, &simulator, &daemon, first_due).await?;
     let second_due = next_round_start(&operator).await?;
-    let second = measure_round(&operator, &simulator, &daemon, Some(second_due)).await?;
+    let second = measure_round(&operator, &simulator, &daemon, second_due).await?;
     let hwm_kib = procfs::sample(daemon.pid())?.hwm_kib;
     tokio::task::block_in_place(|| daemon.stop())?;
     operator.close().await;
     simulator.shutdown().await;
 
     let batch = PollSettings::default().batch_size;
-    let minimum: u64 = JOBS.iter().map(|(_, n)| n.div_ceil(batch) as u64).sum();
-    let total: u64 = JOBS.iter().map(|(_, n)| *n as u64).sum();
+    let jobs = per_region();
+    let minimum: u64 = jobs.iter().map(|(_, n)| n.div_ceil(batch) as u64).sum();
+    let total: u64 = jobs.iter().map(|(_, n)| *n as u64).sum();
     let mut figures = vec![Figure::info(
         S,
         "jobs in flight (gz / bj / sh)",
         format!(
             "{total} ({} / {} / {}), seeded in {:.1} s",
-            JOBS[0].1,
-            JOBS[1].1,
-            JOBS[2].1,
+            jobs[0].1,
+            jobs[1].1,
+            jobs[2].1,
             seeded_in.as_secs_f64()
         ),
     )];
@@ -97,7 +108,7 @@ pub async fn poll_scale() -> anyhow::Result<Vec<Figure>> {
         figures.push(Figure::info(
             S,
             &format!("{label}: daemon CPU time"),
-            format!("{:.2} s", round.cpu_s),
+            format!("{:.2} s ({})", round.cpu.cpu_s, round.cpu.cpu_by_thread()),
         ));
     }
     figures.push(Figure::under(
@@ -110,38 +121,44 @@ pub async fn poll_scale() -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// Jobs per region: [`JOBS`], or `BENCH_POLL_JOBS` in all (for a profile of a smaller
+/// round) in the same proportions.
+fn per_region() -> [(&'static str, usize); 3] {
+    let total: usize = JOBS.iter().map(|(_, n)| n).sum();
+    let wanted = std::env::var("BENCH_POLL_JOBS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(total);
+    JOBS.map(|(region, n)| (region, n * wanted / total))
+}
+
 fn jobs() -> Vec<TrackedJob> {
-    JOBS.iter()
+    per_region()
+        .into_iter()
         .flat_map(|(region, count)| {
-            (0..*count).map(move |n| TrackedJob {
+            (0..count).map(move |n| TrackedJob {
                 region,
                 name: format!("{region}-scale-{n}"),
-                age_s: 0.0,
-                due_in_s: 0.0,
+                age_s: -FIRST_DUE.as_secs_f64(),
+                due_in_s: FIRST_DUE.as_secs_f64(),
             })
         })
         .collect()
 }
 
-/// Measures one round: the one running now (`due_at` none: the daemon just started) or
-/// the one that starts at `due_at` (Unix ms), which is waited for.
+/// Measures the round that starts at `due_at` (Unix ms), waiting for it.
 async fn measure_round(
     pool: &SqlitePool,
     simulator: &Simulator,
     daemon: &Daemon,
-    due_at: Option<u64>,
+    due_at: u64,
 ) -> anyhow::Result<Round> {
     let cutoff: String =
         sqlx::query_scalar("SELECT max(next_check_at) FROM jobs WHERE finished_at IS NULL")
             .fetch_one(pool)
             .await?;
-    let start_ms = match due_at {
-        Some(at) => {
-            tokio::time::sleep(Duration::from_millis(at.saturating_sub(unix_ms()))).await;
-            at
-        }
-        None => unix_ms(),
-    };
+    tokio::time::sleep(Duration::from_millis(due_at.saturating_sub(unix_ms()))).await;
+    let start_ms = due_at;
     let before = procfs::sample(daemon.pid())?;
     wait_until_checked(pool, &cutoff).await?;
     let after = procfs::sample(daemon.pid())?;
@@ -160,7 +177,7 @@ async fn measure_round(
         .collect();
     Ok(Round {
         wall_s: end_ms.saturating_sub(start_ms) as f64 / 1000.0,
-        cpu_s: procfs::delta(&before, &after).cpu_s,
+        cpu: procfs::delta(&before, &after),
         calls: calls.len() as u64,
         asked: calls.iter().map(|call| call.asked).sum(),
     })

@@ -113,6 +113,10 @@ pub async fn track_jobs(
         }
     }
     let mut tx = pool.begin().await?;
+    // One instant for every row, whatever the time the chunks take.
+    let now: String = sqlx::query_scalar("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
+        .fetch_one(&mut *tx)
+        .await?;
     for chunk in rows.chunks(CHUNK) {
         let batch = Value::Array(chunk.to_vec()).to_string();
         sqlx::query(
@@ -121,10 +125,11 @@ pub async fn track_jobs(
                                           created_at, updated_at)
              SELECT value ->> 'id', value ->> 'region', value ->> 'name', ?, 'hb', 'submitted', 1,
                     t, t, t, t
-             FROM (SELECT value, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', value ->> 'created') AS t
+             FROM (SELECT value, strftime('%Y-%m-%dT%H:%M:%fZ', ?, value ->> 'created') AS t
                    FROM json_each(?))",
         )
         .bind(ORIGIN_UUID)
+        .bind(&now)
         .bind(&batch)
         .execute(&mut *tx)
         .await?;
@@ -133,10 +138,11 @@ pub async fn track_jobs(
                                created_at, next_check_at)
              SELECT value ->> 'id', value ->> 'region', value ->> 'job', value ->> 'resource',
                     'Processing', 0,
-                    strftime('%Y-%m-%dT%H:%M:%fZ', 'now', value ->> 'created'),
-                    strftime('%Y-%m-%dT%H:%M:%fZ', 'now', value ->> 'due')
-             FROM json_each(?)",
+                    strftime('%Y-%m-%dT%H:%M:%fZ', ?1, value ->> 'created'),
+                    strftime('%Y-%m-%dT%H:%M:%fZ', ?1, value ->> 'due')
+             FROM json_each(?2)",
         )
+        .bind(&now)
         .bind(&batch)
         .execute(&mut *tx)
         .await?;

@@ -12,12 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 pub use error::{classify_errno, ApiError, Disposition, Endpoint};
 pub use model::{Image, ImagePage, Job};
+
+use model::JobList;
 
 use crate::config::{ApiSettings, Token};
 
@@ -66,7 +69,8 @@ impl std::fmt::Debug for ApiClient {
     }
 }
 
-/// The envelope every answer comes in.
+/// The envelope every answer comes in, without its `data`: read first, so that `data`
+/// is only read, straight into its endpoint's type, when `errno` says there is one.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope {
@@ -75,8 +79,13 @@ struct Envelope {
     errmsg: Option<Value>,
     #[serde(default)]
     request_id: Option<Value>,
+}
+
+/// The `data` of an answer whose `errno` is 0 (absent: the type's default).
+#[derive(Debug, Deserialize)]
+struct Data<T: Default> {
     #[serde(default)]
-    data: Value,
+    data: T,
 }
 
 impl ApiClient {
@@ -129,10 +138,8 @@ impl ApiClient {
             .http
             .post(self.url("/dicloud/i/storage/cimg/import"))
             .json(&body);
-        let answer = self.call(endpoint, request).await?;
-        let jobs = model::jobs_from_data(answer.data)
-            .map_err(|err| malformed(endpoint, err.to_string(), &answer.request_id))?;
-        match jobs.into_iter().find(|job| !job.id().is_empty()) {
+        let answer: Answer<JobList> = self.call(endpoint, request).await?;
+        match answer.data.0.into_iter().find(|job| !job.id().is_empty()) {
             Some(job) => Ok(Answer {
                 data: job,
                 request_id: answer.request_id,
@@ -162,11 +169,9 @@ impl ApiClient {
             .http
             .get(self.url("/dicloud/i/result"))
             .query(&[("regionId", region_id), ("jobUuids", joined.as_str())]);
-        let answer = self.call(endpoint, request).await?;
-        let jobs = model::jobs_from_data(answer.data)
-            .map_err(|err| malformed(endpoint, err.to_string(), &answer.request_id))?;
+        let answer: Answer<JobList> = self.call(endpoint, request).await?;
         Ok(Answer {
-            data: jobs,
+            data: answer.data.0,
             request_id: answer.request_id,
         })
     }
@@ -193,7 +198,7 @@ impl ApiClient {
             .http
             .post(self.url("/dicloud/i/storage/cimg/list"))
             .json(&body);
-        let answer = self.call(endpoint, request).await?;
+        let answer: Answer<Value> = self.call(endpoint, request).await?;
         let page = ImagePage::from_data(answer.data)
             .map_err(|err| malformed(endpoint, err.to_string(), &answer.request_id))?;
         Ok(Answer {
@@ -206,13 +211,13 @@ impl ApiClient {
         format!("{}{path}", self.base_url)
     }
 
-    /// Sends one request and reads the envelope: transport errors, HTTP errors and errno
-    /// all come back as [`ApiError`]; `Ok` means errno 0.
-    async fn call(
+    /// Sends one request and reads the envelope, then `data` as `T`: transport errors, HTTP
+    /// errors, errno and unreadable data all come back as [`ApiError`]; `Ok` means errno 0.
+    async fn call<T: DeserializeOwned + Default>(
         &self,
         endpoint: Endpoint,
         request: reqwest::RequestBuilder,
-    ) -> Result<Answer<Value>, ApiError> {
+    ) -> Result<Answer<T>, ApiError> {
         self.wait_for_retry_after().await;
         let started = Instant::now();
         let result = self.send(endpoint, request).await;
@@ -251,11 +256,11 @@ impl ApiClient {
         }
     }
 
-    async fn send(
+    async fn send<T: DeserializeOwned + Default>(
         &self,
         endpoint: Endpoint,
         request: reqwest::RequestBuilder,
-    ) -> Result<Answer<Value>, ApiError> {
+    ) -> Result<Answer<T>, ApiError> {
         let response = request
             .send()
             .await
@@ -304,8 +309,10 @@ impl ApiClient {
                 request_id,
             });
         }
+        let data = serde_json::from_slice::<Data<T>>(&bytes)
+            .map_err(|err| malformed(endpoint, err.to_string(), &request_id))?;
         Ok(Answer {
-            data: envelope.data,
+            data: data.data,
             request_id,
         })
     }

@@ -5,6 +5,10 @@
 //! here ignores unknown fields, tolerates missing optional ones, and accepts numbers as
 //! integers or floats and booleans as `true`/`false`, `0`/`1` or strings of them.
 
+use std::fmt;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -110,6 +114,51 @@ impl ImagePage {
                 kind_of(&other)
             ))),
         }
+    }
+}
+
+/// The jobs of an answer's `data`, read straight from the answer when it is an array (as
+/// documented, and as every JobResult answer of a poll round is); any other shape goes
+/// through [`jobs_from_data`].
+#[derive(Debug, Default)]
+pub(crate) struct JobList(pub(crate) Vec<Job>);
+
+impl<'de> Deserialize<'de> for JobList {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(JobListVisitor)
+    }
+}
+
+struct JobListVisitor;
+
+impl<'de> Visitor<'de> for JobListVisitor {
+    type Value = JobList;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of jobs")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JobList, A::Error> {
+        let mut jobs = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(job) = seq.next_element::<Job>()? {
+            jobs.push(job);
+        }
+        Ok(JobList(jobs))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<JobList, A::Error> {
+        let object = Value::deserialize(MapAccessDeserializer::new(map))?;
+        jobs_from_data(object)
+            .map(JobList)
+            .map_err(de::Error::custom)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<JobList, E> {
+        Ok(JobList::default())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<JobList, E> {
+        Ok(JobList::default())
     }
 }
 
@@ -238,9 +287,13 @@ mod tests {
             ("null", Value::Null, 0),
         ];
         for (name, data, len) in cases {
+            let text = data.to_string();
             assert_eq!(jobs_from_data(data).unwrap().len(), len, "{name}");
+            let direct: JobList = serde_json::from_str(&text).unwrap();
+            assert_eq!(direct.0.len(), len, "{name}, read directly");
         }
         assert!(jobs_from_data(json!("nope")).is_err());
+        assert!(serde_json::from_str::<JobList>("\"nope\"").is_err());
     }
 
     #[test]

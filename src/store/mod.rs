@@ -8,13 +8,17 @@
 //! Timestamps are computed by SQLite itself (`strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`), so
 //! every row uses one clock and one format.
 
+use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::error::BoxDynError;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{Arguments, Row, SqlitePool};
 
 use crate::api::{ImportSpec, Job};
 use crate::config::DatabaseSettings;
@@ -28,6 +32,10 @@ pub use reconcile::DoubtfulRequest;
 
 /// Connections in the pool: enough for the submitter, the poller and a report at once.
 const POOL_SIZE: u32 = 4;
+
+/// Prepared statements kept per connection: the hot queries, the other statements, and up
+/// to eight texts (row counts) of each batch statement (see [`execute_rows`]).
+const STATEMENT_CACHE: usize = 128;
 
 /// Longest wait between two tries of a write that found the database locked.
 const LOCKED_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -63,10 +71,11 @@ const DUE_REGIONS: &str = "
     WHERE finished_at IS NULL AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
     ORDER BY region_id";
 
-/// One page of a region's due open jobs, in due order.
+/// One page of a region's due open jobs, in due order. Only what an open job can hold is
+/// read: every column of every row is a copy, and a round reads every open job.
 const DUE_JOBS: &str = "
-    SELECT id, request_id, region_id, job_uuid, resource_uuid, status, progress, done,
-           success, result, missed_polls, poll_errors, overdue_at IS NOT NULL AS overdue,
+    SELECT id, request_id, job_uuid, resource_uuid, status, progress, result,
+           missed_polls, poll_errors, overdue_at IS NOT NULL AS overdue,
            next_check_at,
            (julianday('now') - julianday(created_at)) * 86400.0 AS age_seconds
     FROM jobs INDEXED BY jobs_open_due
@@ -93,6 +102,94 @@ const HISTORY: &str = "
     SELECT at, kind, state, job_uuid, progress, detail, errno, errmsg, api_request_id
     FROM request_history WHERE request_id = ? ORDER BY event_id";
 
+// The batch statements below are written for one row of `VALUES`; [`execute_rows`] repeats
+// the row for as many as a batch has, so that a batch of any size is a few statements.
+
+/// Claimed rows become `submitting`, their attempt counted.
+const MARK_SUBMITTING: &str = "
+    WITH claimed (id) AS (VALUES (?))
+    UPDATE import_requests
+    SET state = 'submitting', attempts = attempts + 1,
+        first_attempt_at = coalesce(first_attempt_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        last_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE id IN (SELECT id FROM claimed)";
+
+/// New jobs, each inserted once, first checked after its delay.
+const TRACK_JOBS: &str = "
+    WITH t (request_id, job_uuid, resource_uuid, api_request_id, status, progress, first_check)
+        AS (VALUES (?, ?, ?, ?, ?, ?, ?))
+    INSERT INTO jobs (request_id, region_id, job_uuid, resource_uuid, api_request_id,
+                      status, progress, done, success, result, next_check_at)
+    SELECT r.id, r.region_id, t.job_uuid, t.resource_uuid, t.api_request_id, t.status,
+           t.progress, 0, 0, NULL, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', t.first_check)
+    FROM t JOIN import_requests AS r ON r.id = t.request_id
+    WHERE true
+    ON CONFLICT (region_id, job_uuid) DO NOTHING";
+
+/// The requests of new jobs become `submitted`, clearing the API error of an earlier
+/// attempt (the history keeps it); only those still in the state the daemon left them in
+/// (`from`), which it is told back.
+const SET_SUBMITTED: &str = "
+    WITH t (id, from_state) AS (VALUES (?, ?))
+    UPDATE import_requests
+    SET state = 'submitted', reason = NULL, last_errno = NULL, last_errmsg = NULL,
+        last_api_request_id = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM t
+    WHERE import_requests.id = t.id AND import_requests.state = t.from_state
+    RETURNING import_requests.id";
+
+/// Jobs an answer included: what it said, and when to look again; only jobs still open,
+/// which it is told back (an ended or deleted job records nothing more).
+const RECORD_SEEN: &str = "
+    WITH o (id, status, progress, done, success, result, next)
+        AS (VALUES (?, ?, ?, ?, ?, ?, ?))
+    UPDATE jobs
+    SET status = coalesce(o.status, jobs.status),
+        progress = o.progress,
+        done = o.done,
+        success = o.success,
+        result = o.result,
+        missed_polls = 0,
+        poll_errors = 0,
+        last_checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+        next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', o.next),
+        finished_at = CASE WHEN o.done THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
+    FROM o
+    WHERE jobs.id = o.id AND jobs.finished_at IS NULL
+    RETURNING jobs.id";
+
+/// Jobs an answer left out (`missed`), or whose call failed: counted, looked at again.
+const RECORD_UNSEEN: &str = "
+    WITH o (id, missed, next) AS (VALUES (?, ?, ?))
+    UPDATE jobs
+    SET missed_polls = CASE WHEN o.missed THEN jobs.missed_polls + 1
+                            ELSE jobs.missed_polls END,
+        poll_errors = CASE WHEN o.missed THEN 0 ELSE jobs.poll_errors + 1 END,
+        next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', o.next)
+    FROM o
+    WHERE jobs.id = o.id";
+
+/// Requests whose job ended: `succeeded` or `failed` with the reason, clearing the API
+/// error of an earlier attempt (the history keeps it); only those still `submitted`.
+const END_REQUESTS: &str = "
+    WITH o (id, state, reason) AS (VALUES (?, ?, ?))
+    UPDATE import_requests
+    SET state = o.state, reason = o.reason, last_errno = NULL, last_errmsg = NULL,
+        last_api_request_id = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM o
+    WHERE import_requests.id = o.id AND import_requests.state = 'submitted'
+    RETURNING import_requests.id";
+
+/// History rows, appended in order.
+const INSERT_EVENTS: &str = "
+    INSERT INTO events (request_id, kind, state, job_uuid, progress, detail, api_request_id)
+    VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+/// Most rows in one batch statement (7 values a row, far below SQLite's 32,766). A power
+/// of two: see [`execute_rows`].
+const ROWS_PER_STATEMENT: usize = 128;
+
 /// The statements the daemon runs over and over, by name. Each must be answered through an
 /// index however large the tables grow, so each names its index (`INDEXED BY`, from the
 /// migrations); the tests and the benchmark check their `EXPLAIN QUERY PLAN` (see
@@ -109,6 +206,12 @@ pub fn hot_queries() -> &'static [(&'static str, &'static str)] {
         ("next_in_doubt_in", reconcile::NEXT_IN_DOUBT),
         ("owned_images", reconcile::OWNED_IMAGE),
         ("last_doubt", reconcile::LAST_DOUBT),
+        ("mark_submitting", MARK_SUBMITTING),
+        ("track_jobs", TRACK_JOBS),
+        ("set_submitted", SET_SUBMITTED),
+        ("record_seen", RECORD_SEEN),
+        ("record_unseen", RECORD_UNSEEN),
+        ("end_requests", END_REQUESTS),
     ]
 }
 
@@ -231,6 +334,17 @@ impl Failure {
             ..Failure::default()
         }
     }
+}
+
+/// A job an ImportCIMG call returned for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// `import_requests.id`.
+    pub request_id: i64,
+    /// The job as the answer described it.
+    pub job: Job,
+    /// `requestId` of the answer.
+    pub api_request_id: String,
 }
 
 /// A job about to be tracked, and where it came from.
@@ -365,6 +479,11 @@ pub struct HistoryRow {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Held for the whole of each write transaction of this process. The daemon's writers
+    /// (submitter, poller, reconciler) take turns here instead of meeting in SQLite, whose
+    /// busy handler would put the refused one to sleep for 1, 2, 5, 10 ms and more; the
+    /// busy timeout is left for writers outside the process, such as an operator's sqlite3.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Renders a delay as a SQLite date modifier, e.g. `+10.000 seconds`.
@@ -404,7 +523,8 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(settings.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .statement_cache_capacity(STATEMENT_CACHE);
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(settings.busy_timeout.max(Duration::from_secs(30)))
@@ -413,7 +533,10 @@ impl Store {
             .map_err(|err| {
                 anyhow::anyhow!("cannot open database `{}`: {err}", settings.path.display())
             })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            writer: Arc::default(),
+        })
     }
 
     /// Creates or upgrades the schema with the migrations embedded in the binary.
@@ -466,7 +589,11 @@ impl Store {
     {
         let mut wait = Duration::from_millis(50);
         loop {
-            match op(self.pool.clone()).await {
+            let attempt = {
+                let _turn = self.writer.lock().await;
+                op(self.pool.clone()).await
+            };
+            match attempt {
                 Ok(value) => return Ok(value),
                 Err(err) if is_locked(&err) => {
                     tracing::warn!(
@@ -531,17 +658,15 @@ impl Store {
                 let id: i64 = row.try_get("id")?;
                 let attempts: i64 = row.try_get("attempts")?;
                 match decode_fields(&row).and_then(check) {
-                    Ok(spec) => {
-                        mark_submitting(&mut tx, id, attempts + 1).await?;
-                        claimed.push(ClaimedRequest {
-                            id,
-                            attempts: (attempts + 1) as u32,
-                            spec,
-                        });
-                    }
+                    Ok(spec) => claimed.push(ClaimedRequest {
+                        id,
+                        attempts: (attempts + 1) as u32,
+                        spec,
+                    }),
                     Err(reason) => mark_rejected(&mut tx, id, &reason).await?,
                 }
             }
+            mark_submitting(&mut tx, &claimed).await?;
             tx.commit().await?;
             Ok(claimed)
         })
@@ -561,32 +686,39 @@ impl Store {
         Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }
 
-    /// Records the job an ImportCIMG call returned: the request becomes `submitted` and
-    /// the job is first checked after `first_check`.
+    /// Records the jobs ImportCIMG calls returned, all in one transaction: each request
+    /// becomes `submitted` and its job is first checked after `first_check`. The submitter
+    /// records together the calls that came back while it was busy, so that a burst of
+    /// submissions costs one commit per wake-up, not one per request.
     ///
     /// # Errors
     ///
-    /// The database cannot be written (after waiting out locks).
+    /// The database cannot be written (after waiting out locks); then none is recorded.
     pub async fn record_submitted(
         &self,
-        request_id: i64,
-        job: &Job,
-        api_request_id: &str,
+        submitted: &[Submission],
         first_check: Duration,
     ) -> anyhow::Result<()> {
-        let tracked = TrackedJob {
-            job,
-            resource_uuid: &job.resource_uuid,
-            api_request_id: Some(api_request_id),
-        };
-        let detail = format!("new image {}", job.resource_uuid);
-        let outcome = JobOutcome {
-            from: "submitting",
-            kind: "submitted",
-            detail: &detail,
-        };
-        self.record_job(request_id, &tracked, first_check, &outcome)
-            .await
+        let jobs: Vec<(i64, TrackedJob, String)> = submitted
+            .iter()
+            .map(|one| {
+                let tracked = TrackedJob {
+                    job: &one.job,
+                    resource_uuid: &one.job.resource_uuid,
+                    api_request_id: Some(&one.api_request_id),
+                };
+                let detail = format!("new image {}", one.job.resource_uuid);
+                (one.request_id, tracked, detail)
+            })
+            .collect();
+        let jobs = &jobs;
+        self.write("record submitted jobs", |pool| async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            track_jobs(&mut tx, jobs, first_check, "submitting", "submitted").await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Starts tracking `tracked.job` for the request, which moves from `outcome.from` to
@@ -599,42 +731,12 @@ impl Store {
         first_check: Duration,
         outcome: &JobOutcome<'_>,
     ) -> anyhow::Result<()> {
-        let job = tracked.job;
         let JobOutcome { from, kind, detail } = *outcome;
+        let jobs = [(request_id, *tracked, detail.to_owned())];
+        let jobs = &jobs;
         self.write("record a job", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            if !set_state(&mut tx, request_id, from, "submitted", None).await? {
-                return Ok(());
-            }
-            sqlx::query(
-                "INSERT INTO jobs (request_id, region_id, job_uuid, resource_uuid, api_request_id,
-                                   status, progress, done, success, result, next_check_at)
-                 SELECT id, region_id, ?, ?, ?, ?, ?, 0, 0, NULL,
-                        strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
-                 FROM import_requests WHERE id = ?
-                 ON CONFLICT (region_id, job_uuid) DO NOTHING",
-            )
-            .bind(job.id())
-            .bind(non_empty(tracked.resource_uuid))
-            .bind(tracked.api_request_id)
-            .bind(non_empty(&job.status))
-            .bind(job.progress)
-            .bind(after(first_check))
-            .bind(request_id)
-            .execute(&mut *tx)
-            .await?;
-            append_event(
-                &mut tx,
-                request_id,
-                kind,
-                "submitted",
-                Some(job.id()),
-                Some(job.progress),
-            )
-            .detail(detail)
-            .api(None, None, tracked.api_request_id)
-            .execute()
-            .await?;
+            track_jobs(&mut tx, jobs, first_check, from, kind).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -781,7 +883,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(open_job)
+            .map(|row| open_job(row, region))
             .collect::<Result<_, _>>()
             .map_err(Into::into)
     }
@@ -808,12 +910,11 @@ impl Store {
     ///
     /// The database cannot be written (after waiting out locks).
     pub async fn record_round(&self, observed: &[PolledJob]) -> anyhow::Result<RoundSummary> {
+        let writes = RoundWrites::plan(observed);
+        let writes = &writes;
         self.write("record job results", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let mut summary = RoundSummary::default();
-            for polled in observed {
-                record_observation(&mut tx, polled, &mut summary).await?;
-            }
+            let summary = writes.apply(&mut tx).await?;
             tx.commit().await?;
             Ok(summary)
         })
@@ -1101,7 +1202,9 @@ fn decode_fields(row: &SqliteRow) -> Result<RequestFields, String> {
     })
 }
 
-fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
+/// An open job from a row of [`DUE_JOBS`], in `region`. Open means not done: the answer
+/// that says a job is done also ends its tracking.
+fn open_job(row: &SqliteRow, region: &str) -> Result<OpenJob, sqlx::Error> {
     let age: f64 = row.try_get("age_seconds")?;
     let last = Job {
         job_uuid: row.try_get("job_uuid")?,
@@ -1112,8 +1215,8 @@ fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
             .try_get::<Option<String>, _>("status")?
             .unwrap_or_default(),
         progress: row.try_get("progress")?,
-        done: row.try_get("done")?,
-        success: row.try_get("success")?,
+        done: false,
+        success: false,
         result: row
             .try_get::<Option<String>, _>("result")?
             .unwrap_or_default(),
@@ -1122,7 +1225,7 @@ fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
     Ok(OpenJob {
         id: row.try_get("id")?,
         request_id: row.try_get("request_id")?,
-        region_id: row.try_get("region_id")?,
+        region_id: region.to_owned(),
         job_uuid: last.job_uuid.clone(),
         last,
         age: Duration::from_secs_f64(age.max(0.0)),
@@ -1133,23 +1236,79 @@ fn open_job(row: &SqliteRow) -> Result<OpenJob, sqlx::Error> {
     })
 }
 
-async fn mark_submitting(tx: &mut Tx, id: i64, attempt: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE import_requests
-         SET state = 'submitting', attempts = ?,
-             first_attempt_at = coalesce(first_attempt_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-             last_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE id = ?",
-    )
-    .bind(attempt)
-    .bind(id)
-    .execute(&mut **tx)
+/// Moves each job's request from `from` to `submitted`, then inserts the job (once) and
+/// appends a `kind` event with the row's detail to its history: a constant number of
+/// statements for the batch. A request no longer in `from` (an operator changed or
+/// deleted it meanwhile) gets nothing: what the daemon learned no longer applies to it.
+async fn track_jobs(
+    tx: &mut Tx,
+    jobs: &[(i64, TrackedJob<'_>, String)],
+    first_check: Duration,
+    from: &str,
+    kind: &str,
+) -> Result<(), sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let moved = execute_rows(tx, SET_SUBMITTED, jobs, |args, (request_id, _, _)| {
+        args.add(*request_id)?;
+        args.add(from)
+    })
     .await?;
-    append_event(tx, id, "submitting", "submitting", None, None)
-        .detail(&format!("attempt {attempt}"))
-        .execute()
-        .await
+    let jobs: Vec<&(i64, TrackedJob, String)> = jobs
+        .iter()
+        .filter(|(request_id, _, _)| {
+            let still_there = moved.contains(request_id);
+            if !still_there {
+                not_in_expected_state(*request_id, from);
+            }
+            still_there
+        })
+        .collect();
+    let delay = after(first_check);
+    let delay = delay.as_str();
+    execute_rows(tx, TRACK_JOBS, &jobs, |args, (request_id, tracked, _)| {
+        args.add(*request_id)?;
+        args.add(tracked.job.id())?;
+        args.add(non_empty(tracked.resource_uuid))?;
+        args.add(tracked.api_request_id)?;
+        args.add(non_empty(&tracked.job.status))?;
+        args.add(tracked.job.progress)?;
+        args.add(delay)
+    })
+    .await?;
+    let events: Vec<NewEvent> = jobs
+        .iter()
+        .map(|(request_id, tracked, detail)| NewEvent {
+            job_uuid: Some(tracked.job.id()),
+            progress: Some(tracked.job.progress),
+            detail: Some(detail.clone()),
+            api_request_id: tracked.api_request_id.filter(|id| !id.is_empty()),
+            ..NewEvent::new(*request_id, kind, "submitted")
+        })
+        .collect();
+    insert_events(tx, &events).await?;
+    Ok(())
+}
+
+/// Moves claimed requests to `submitting`, counting their attempt, with a history row
+/// each.
+async fn mark_submitting(tx: &mut Tx, claimed: &[ClaimedRequest]) -> Result<(), sqlx::Error> {
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    execute_rows(tx, MARK_SUBMITTING, claimed, |args, request| {
+        args.add(request.id)
+    })
+    .await?;
+    let events: Vec<NewEvent> = claimed
+        .iter()
+        .map(|request| NewEvent {
+            detail: Some(format!("attempt {}", request.attempts)),
+            ..NewEvent::new(request.id, "submitting", "submitting")
+        })
+        .collect();
+    insert_events(tx, &events).await
 }
 
 async fn mark_rejected(tx: &mut Tx, id: i64, reason: &str) -> Result<(), sqlx::Error> {
@@ -1194,143 +1353,303 @@ async fn set_state(
     .await?
     .rows_affected();
     if changed == 0 {
-        tracing::warn!(
-            request_id = id,
-            expected = from,
-            "request is no longer in the expected state (changed or deleted by an operator?); \
-             outcome not recorded for it"
-        );
+        not_in_expected_state(id, from);
     }
     Ok(changed > 0)
 }
 
-async fn record_observation(
-    tx: &mut Tx,
-    polled: &PolledJob,
-    summary: &mut RoundSummary,
-) -> Result<(), sqlx::Error> {
-    let PolledJob {
-        open,
-        observation,
-        next_check,
-        newly_overdue,
-    } = polled;
-    if *newly_overdue {
-        mark_overdue(tx, open).await?;
-    }
-    let (job, api_request_id) = match observation {
-        Observation::Seen {
-            job,
-            api_request_id,
-        } => (job, api_request_id),
-        Observation::Missing | Observation::CallFailed => {
-            let missed = matches!(observation, Observation::Missing);
-            summary.missing += usize::from(missed);
-            sqlx::query(
-                "UPDATE jobs
-                 SET missed_polls = CASE WHEN ?1 THEN missed_polls + 1 ELSE missed_polls END,
-                     poll_errors = CASE WHEN ?1 THEN 0 ELSE poll_errors + 1 END,
-                     next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)
-                 WHERE id = ?3",
-            )
-            .bind(missed)
-            .bind(after(*next_check))
-            .bind(open.id)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(());
+fn not_in_expected_state(request_id: i64, expected: &str) {
+    tracing::warn!(
+        request_id,
+        expected,
+        "request is no longer in the expected state (changed or deleted by an operator?); \
+         outcome not recorded for it"
+    );
+}
+
+/// Everything one recorded round writes, worked out before the transaction so that the
+/// transaction is a handful of batch statements, whatever the number of jobs.
+#[derive(Debug, Default)]
+struct RoundWrites<'a> {
+    /// Jobs that just passed `poll.overdue_after` (one statement each: they are rare).
+    overdue: Vec<&'a OpenJob>,
+    /// Jobs the answer left out (`true`) or whose call failed, with their next check.
+    unseen: Vec<(i64, bool, String)>,
+    /// Jobs the answer included, as it described them, with their next check.
+    seen: Vec<(i64, &'a Job, String)>,
+    /// Jobs whose answer differs from what was recorded, and what that changes.
+    changes: Vec<JobChange<'a>>,
+    /// Jobs the answer left out.
+    missing: usize,
+}
+
+/// What an answer that differs from the record changes for one job.
+#[derive(Debug)]
+struct JobChange<'a> {
+    /// `jobs.id`.
+    job_id: i64,
+    /// The history row to append.
+    event: NewEvent<'a>,
+    /// How the job ended, if it did: the request's new state and, for a failure, the
+    /// reason.
+    end: Option<(&'static str, Option<String>, FinishedJob)>,
+}
+
+impl<'a> RoundWrites<'a> {
+    fn plan(observed: &'a [PolledJob]) -> RoundWrites<'a> {
+        let mut writes = RoundWrites::default();
+        for polled in observed {
+            if polled.newly_overdue {
+                writes.overdue.push(&polled.open);
+            }
+            let next = after(polled.next_check);
+            match &polled.observation {
+                Observation::Seen {
+                    job,
+                    api_request_id,
+                } => writes.seen_job(&polled.open, job, api_request_id, next),
+                unseen => {
+                    let missed = matches!(unseen, Observation::Missing);
+                    writes.missing += usize::from(missed);
+                    writes.unseen.push((polled.open.id, missed, next));
+                }
+            }
         }
-    };
-
-    let changed = job.progress != open.last.progress
-        || job.done != open.last.done
-        || job.success != open.last.success
-        || job.result != open.last.result
-        || (!job.status.is_empty() && job.status != open.last.status);
-    let still_open = sqlx::query(
-        "UPDATE jobs
-         SET status = coalesce(?, status), progress = ?, done = ?, success = ?, result = ?,
-             missed_polls = 0, poll_errors = 0,
-             last_checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             next_check_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?),
-             finished_at = CASE WHEN ? THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
-         WHERE id = ? AND finished_at IS NULL",
-    )
-    .bind(non_empty(&job.status))
-    .bind(job.progress)
-    .bind(job.done)
-    .bind(job.success)
-    .bind(non_empty(&job.result))
-    .bind(after(*next_check))
-    .bind(job.done)
-    .bind(open.id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    // A job that is gone (its request deleted) or already ended records nothing more.
-    if !changed || still_open == 0 {
-        return Ok(());
+        writes
     }
-    summary.changed += 1;
 
-    if !job.done {
-        let detail = format!(
-            "{} {:.0}%",
-            if job.status.is_empty() {
+    fn seen_job(&mut self, open: &'a OpenJob, job: &'a Job, api_request_id: &'a str, next: String) {
+        self.seen.push((open.id, job, next));
+        let changed = job.progress != open.last.progress
+            || job.done != open.last.done
+            || job.success != open.last.success
+            || job.result != open.last.result
+            || (!job.status.is_empty() && job.status != open.last.status);
+        if !changed {
+            return;
+        }
+        let event = NewEvent {
+            job_uuid: Some(&open.job_uuid),
+            progress: Some(job.progress),
+            api_request_id: non_empty(api_request_id),
+            ..NewEvent::new(open.request_id, "job_progressed", "submitted")
+        };
+        if !job.done {
+            let status = if job.status.is_empty() {
                 "running"
             } else {
                 &job.status
-            },
-            job.progress
-        );
-        return append_event(
-            tx,
-            open.request_id,
-            "job_progressed",
-            "submitted",
-            Some(&open.job_uuid),
-            Some(job.progress),
-        )
-        .detail(&detail)
-        .api(None, None, Some(api_request_id))
-        .execute()
-        .await;
-    }
-    summary.finished.push(FinishedJob {
-        request_id: open.request_id,
-        job_uuid: open.job_uuid.clone(),
-        success: job.success,
-        result: job.result.clone(),
-    });
-    let (state, detail) = if job.success {
-        (
-            "succeeded",
-            format!("image {} is ready", open.last.resource_uuid),
-        )
-    } else {
-        let result = if job.result.is_empty() {
-            "the job ended without success and gave no reason"
+            };
+            let detail = Some(format!("{status} {:.0}%", job.progress));
+            self.changes.push(JobChange {
+                job_id: open.id,
+                event: NewEvent { detail, ..event },
+                end: None,
+            });
+            return;
+        }
+        let (state, detail) = if job.success {
+            (
+                "succeeded",
+                format!("image {} is ready", open.last.resource_uuid),
+            )
         } else {
-            &job.result
+            let result = if job.result.is_empty() {
+                "the job ended without success and gave no reason"
+            } else {
+                &job.result
+            };
+            ("failed", format!("job failed: {result}"))
         };
-        ("failed", format!("job failed: {result}"))
-    };
-    let reason = (!job.success).then_some(detail.as_str());
-    if !set_state(tx, open.request_id, "submitted", state, reason).await? {
-        return Ok(());
+        let reason = (!job.success).then(|| detail.clone());
+        let finished = FinishedJob {
+            request_id: open.request_id,
+            job_uuid: open.job_uuid.clone(),
+            success: job.success,
+            result: job.result.clone(),
+        };
+        self.changes.push(JobChange {
+            job_id: open.id,
+            event: NewEvent {
+                kind: state,
+                state,
+                detail: Some(detail),
+                ..event
+            },
+            end: Some((state, reason, finished)),
+        });
     }
-    append_event(
-        tx,
-        open.request_id,
-        state,
-        state,
-        Some(&open.job_uuid),
-        Some(job.progress),
-    )
-    .detail(&detail)
-    .api(None, None, Some(api_request_id))
-    .execute()
-    .await
+
+    /// Writes the round. A job that is gone (its request deleted) or already ended
+    /// records nothing more, and an ended job's request moves only if it is still
+    /// `submitted`; what was recorded comes back as the summary.
+    async fn apply(&self, tx: &mut Tx) -> Result<RoundSummary, sqlx::Error> {
+        for open in &self.overdue {
+            mark_overdue(tx, open).await?;
+        }
+        execute_rows(
+            tx,
+            RECORD_UNSEEN,
+            &self.unseen,
+            |args, (id, missed, next)| {
+                args.add(*id)?;
+                args.add(*missed)?;
+                args.add(next.as_str())
+            },
+        )
+        .await?;
+        let still_open = execute_rows(tx, RECORD_SEEN, &self.seen, |args, (id, job, next)| {
+            args.add(*id)?;
+            args.add(non_empty(&job.status))?;
+            args.add(job.progress)?;
+            args.add(job.done)?;
+            args.add(job.success)?;
+            args.add(non_empty(&job.result))?;
+            args.add(next.as_str())
+        })
+        .await?;
+        let changes: Vec<&JobChange> = self
+            .changes
+            .iter()
+            .filter(|change| still_open.contains(&change.job_id))
+            .collect();
+        let ends: Vec<(i64, &str, Option<&str>)> = changes
+            .iter()
+            .filter_map(|change| {
+                let (state, reason, _) = change.end.as_ref()?;
+                Some((change.event.request_id, *state, reason.as_deref()))
+            })
+            .collect();
+        let ended = execute_rows(tx, END_REQUESTS, &ends, |args, (id, state, reason)| {
+            args.add(*id)?;
+            args.add(*state)?;
+            args.add(*reason)
+        })
+        .await?;
+
+        let mut summary = RoundSummary {
+            missing: self.missing,
+            ..RoundSummary::default()
+        };
+        let mut events = Vec::with_capacity(changes.len());
+        for change in changes {
+            if let Some((_, _, finished)) = &change.end {
+                if !ended.contains(&finished.request_id) {
+                    not_in_expected_state(finished.request_id, "submitted");
+                    continue;
+                }
+                summary.finished.push(finished.clone());
+            }
+            summary.changed += 1;
+            events.push(change.event.clone());
+        }
+        insert_events(tx, &events).await?;
+        Ok(summary)
+    }
+}
+
+/// One history row, for the statements that append many at once.
+#[derive(Debug, Clone)]
+struct NewEvent<'a> {
+    request_id: i64,
+    kind: &'a str,
+    state: &'a str,
+    job_uuid: Option<&'a str>,
+    progress: Option<f64>,
+    detail: Option<String>,
+    api_request_id: Option<&'a str>,
+}
+
+impl<'a> NewEvent<'a> {
+    fn new(request_id: i64, kind: &'a str, state: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            request_id,
+            kind,
+            state,
+            job_uuid: None,
+            progress: None,
+            detail: None,
+            api_request_id: None,
+        }
+    }
+}
+
+/// Appends the rows to the history, in their order.
+async fn insert_events(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
+    execute_rows(tx, INSERT_EVENTS, events, |args, event| {
+        args.add(event.request_id)?;
+        args.add(event.kind)?;
+        args.add(event.state)?;
+        args.add(event.job_uuid)?;
+        args.add(event.progress)?;
+        args.add(event.detail.as_deref())?;
+        args.add(event.api_request_id)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs `sql`, a statement written for one row of `VALUES (...)`, for all `rows`, each
+/// row's values added by `bind` in the order of the row's `?`s. Returns the ids the
+/// statement's `RETURNING` clause gave back, if it has one.
+///
+/// The rows go in chunks of [`ROWS_PER_STATEMENT`], then of the powers of two that make up
+/// the rest (100 rows: 64 + 32 + 4), so that each statement has at most eight texts and
+/// each text is prepared once per connection, then found in the statement cache: parsing a
+/// long `VALUES` list anew every time would cost more than running it.
+async fn execute_rows<'r, R>(
+    tx: &mut Tx,
+    sql: &str,
+    rows: &'r [R],
+    bind: impl Fn(&mut SqliteArguments<'r>, &'r R) -> Result<(), BoxDynError>,
+) -> Result<HashSet<i64>, sqlx::Error> {
+    let mut returned = HashSet::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = chunk_size(rest.len());
+        let (chunk, later) = rest.split_at(size);
+        rest = later;
+        let mut args = SqliteArguments::default();
+        for row in chunk {
+            bind(&mut args, row).map_err(sqlx::Error::Encode)?;
+        }
+        let text = with_rows(sql, size);
+        let ids = sqlx::query_scalar_with::<_, i64, _>(&text, args)
+            .fetch_all(&mut **tx)
+            .await?;
+        returned.extend(ids);
+    }
+    Ok(returned)
+}
+
+/// The next chunk for `left` rows: [`ROWS_PER_STATEMENT`], or the largest power of two not
+/// above `left`.
+fn chunk_size(left: usize) -> usize {
+    if left >= ROWS_PER_STATEMENT {
+        ROWS_PER_STATEMENT
+    } else {
+        1 << left.ilog2()
+    }
+}
+
+/// `sql` with its first `VALUES (...)` row repeated `rows` times.
+fn with_rows(sql: &str, rows: usize) -> String {
+    let start = sql
+        .find("VALUES (")
+        .expect("a batch statement has a VALUES row")
+        + 7;
+    let end = start + sql[start..].find(')').expect("the VALUES row ends") + 1;
+    let row = &sql[start..end];
+    let mut text = String::with_capacity(sql.len() + (row.len() + 2) * rows);
+    text.push_str(&sql[..start]);
+    for n in 0..rows {
+        if n > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(row);
+    }
+    text.push_str(&sql[end..]);
+    text
 }
 
 async fn mark_overdue(tx: &mut Tx, open: &OpenJob) -> Result<(), sqlx::Error> {
@@ -1438,5 +1757,56 @@ impl EventInsert<'_, '_> {
         .execute(&mut **self.tx)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_statement_is_written_for_one_row_and_repeated_for_many() {
+        let cases = [
+            (
+                "one row",
+                1,
+                "INSERT INTO t (a, b) VALUES (?, ?) RETURNING a",
+            ),
+            (
+                "three rows",
+                3,
+                "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) RETURNING a",
+            ),
+        ];
+        for (name, rows, want) in cases {
+            let got = with_rows("INSERT INTO t (a, b) VALUES (?, ?) RETURNING a", rows);
+            assert_eq!(got, want, "{name}");
+        }
+        let batch = [
+            MARK_SUBMITTING,
+            TRACK_JOBS,
+            SET_SUBMITTED,
+            RECORD_SEEN,
+            RECORD_UNSEEN,
+            END_REQUESTS,
+            INSERT_EVENTS,
+        ];
+        let sizes = |mut left: usize| {
+            let mut sizes = Vec::new();
+            while left > 0 {
+                sizes.push(chunk_size(left));
+                left -= chunk_size(left);
+            }
+            sizes
+        };
+        assert_eq!(sizes(100), [64, 32, 4]);
+        assert_eq!(sizes(300), [128, 128, 32, 8, 4]);
+        assert_eq!(sizes(1), [1]);
+        for sql in batch {
+            let one = with_rows(sql, 1);
+            assert_eq!(one, sql, "the constant is the one-row statement");
+            let params = |text: &str| text.matches('?').count();
+            assert_eq!(params(&with_rows(sql, 5)), 5 * params(sql), "{sql}");
+        }
     }
 }

@@ -212,7 +212,7 @@ pub async fn run_until(settings: Settings, token: Token, asked: Stop) -> anyhow:
     }
     let _ = supervisor.await;
     let _ = retention.await;
-    store.close().await;
+    store.checkpoint_and_close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -393,6 +393,40 @@ async fn list_filters_by_state_and_region_newest_first() {
     assert!(row[0]["job_uuid"].is_null());
 }
 
+#[tokio::test]
+async fn reads_do_not_wait_for_another_connections_open_snapshot() {
+    let sandbox = Sandbox::new();
+    let id = sandbox.enqueue("gz", "first", "bj");
+    // Another connection (the daemon, or an operator's sqlite3) holds a read snapshot
+    // while newer writes sit in the WAL: a reader that tried to fold the WAL back into the
+    // database file at exit would wait for it for the whole busy timeout.
+    let pool = sandbox.pool().await;
+    let mut reader = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM import_requests")
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
+    sandbox.enqueue("gz", "second", "bj");
+    let id = id.to_string();
+    for args in [vec!["list"], vec!["show", id.as_str()]] {
+        let started = Instant::now();
+        let ran: Ran = sandbox
+            .command(&args)
+            .env("CIMG_IMPORTD__DATABASE__BUSY_TIMEOUT", "30s")
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(ran.code, Some(0), "{args:?}: {ran:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{args:?} waited {:?} for the other connection",
+            started.elapsed()
+        );
+    }
+    sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
+}
+
 #[test]
 fn enqueue_refuses_a_database_that_does_not_exist() {
     let sandbox = Sandbox::new();

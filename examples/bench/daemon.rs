@@ -38,7 +38,24 @@ pub fn binary() -> anyhow::Result<&'static Path> {
         .context("cannot find the target directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let status = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    // `cargo run` describes the package it runs in variables such as CARGO_MANIFEST_DIR.
+    // Some build scripts of dependencies (ring's) rebuild when those change, so they are
+    // left out here: with them, this build and the one `cargo build` makes from a shell
+    // would undo each other and every run would recompile TLS and the daemon.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            );
+        if set_by_cargo_run {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build
         .args(["build", "--release", "--quiet", "--bin", "cimg-importd"])
         .arg("--manifest-path")
         .arg(&manifest)

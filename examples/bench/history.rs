@@ -263,6 +263,7 @@ fn start_ups(db: &Path) -> anyhow::Result<Vec<Figure>> {
         times.push(daemon.ready_after.as_secs_f64() * 1000.0);
         tokio::task::block_in_place(|| daemon.stop())?;
     }
+    times.sort_by(f64::total_cmp);
     Ok(vec![
         Figure::under(S, "start-up to ready (slowest)", max(&times), 1000.0, "ms"),
         Figure::info(

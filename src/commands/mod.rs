@@ -86,7 +86,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 /// `migrate`: create or upgrade the database, and say so.
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     check_config::check_writable(&settings.database.path)?;
-    service::open_store(settings).await?.close().await;
+    service::open_store(settings)
+        .await?
+        .checkpoint_and_close()
+        .await;
     eprintln!(
         "database {} is up to date",
         settings.database.path.display()

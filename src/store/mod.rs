@@ -565,16 +565,22 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Folds the WAL into the database file and closes every connection, so a copy of
-    /// the database file alone is complete.
+    /// Closes every connection. An operator's read ends here: it must not wait for the
+    /// daemon's readers, nor write the WAL back into the database file for it.
     pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Folds the WAL into the database file, then closes every connection, so that a copy
+    /// of the database file alone is complete (after `migrate`, and when the daemon stops).
+    pub async fn checkpoint_and_close(&self) {
         if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await
         {
             tracing::debug!(error = %err, "checkpoint at close skipped");
         }
-        self.pool.close().await;
+        self.close().await;
     }
 
     /// Runs a write until it is not refused for a lock: an operator's long `sqlite3`

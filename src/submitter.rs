@@ -73,26 +73,31 @@ impl Submitter {
     /// Claims and submits until `shutdown`; then stops claiming and waits for the calls
     /// in flight to be answered and recorded (the caller bounds that wait).
     ///
-    /// The calls run as tasks that only talk to the API; this loop records what they
-    /// brought back, every call that came back since it last looked in one go.
+    /// The calls run as tasks that only talk to the API. This loop takes what they brought
+    /// back, every call that came back since it last looked, and records the jobs in the
+    /// same transaction that claims the next rows: one commit per step, whatever the load.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut in_flight = JoinSet::new();
+        // Jobs that came back, recorded with the next claim.
+        let mut pending: Vec<Submission> = Vec::new();
         while !shutdown.is_cancelled() {
-            // A stop asked for while a claim waits (say, on an operator's lock) abandons the
-            // claim: its transaction rolls back and no new call leaves after the signal.
-            let claim = async {
+            // A stop asked for while a step waits (say, on an operator's lock) abandons the
+            // step: its transaction rolls back, no new call leaves after the signal, and the
+            // jobs it held are recorded below.
+            let step = async {
                 let _working = self.beat.working();
-                self.claim_and_spawn(&mut in_flight).await
+                self.record_and_claim(&mut pending, &mut in_flight).await
             };
             let wait = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                wait = claim => wait,
+                wait = step => wait,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(first) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    self.record(with_the_rest(first, &mut in_flight)).await;
+                    let answered = with_the_rest(first, &mut in_flight);
+                    pending.extend(self.sort_out(answered).await);
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -104,42 +109,81 @@ impl Submitter {
             );
         }
         while let Some(first) = in_flight.join_next().await {
-            self.record(with_the_rest(first, &mut in_flight)).await;
+            let answered = with_the_rest(first, &mut in_flight);
+            pending.extend(self.sort_out(answered).await);
+        }
+        if !pending.is_empty() {
+            let _working = self.beat.working();
+            let first_check = self.settings.poll.initial_interval;
+            if let Err(err) = self.store.record_submitted(&pending, first_check).await {
+                unrecorded(&pending, &err);
+            }
         }
     }
 
-    /// Claims what can be sent now and starts the calls; returns how long to wait before
-    /// looking again if nothing finishes first.
-    async fn claim_and_spawn(&self, in_flight: &mut JoinSet<Answered>) -> Duration {
+    /// Records the jobs in `pending` and claims what can be sent now, in one transaction,
+    /// then starts the calls; returns how long to wait before the next step if no call
+    /// comes back first. `pending` is emptied once recorded.
+    async fn record_and_claim(
+        &self,
+        pending: &mut Vec<Submission>,
+        in_flight: &mut JoinSet<Answered>,
+    ) -> Duration {
         let scan = self.settings.queue.scan_interval;
         let free = self
             .settings
             .queue
             .concurrency
             .saturating_sub(in_flight.len());
-        let limit = match self.pause_state() {
-            PauseState::Running => free,
-            PauseState::Probe => free.min(1),
-            PauseState::Waiting(left) => return left,
+        let (limit, wait) = match self.pause_state() {
+            PauseState::Running => (free, scan),
+            PauseState::Probe => (free.min(1), scan),
+            PauseState::Waiting(left) => (0, left),
         };
-        if limit == 0 {
-            return scan;
+        if limit == 0 && pending.is_empty() {
+            return wait;
+        }
+        if pending.is_empty() {
+            // Most scans find nothing due: a read says so without taking the write lock.
+            match self.store.next_queued_in().await {
+                Ok(Some(next)) if next.is_zero() => {}
+                Ok(Some(next)) => return next.min(wait),
+                Ok(None) => return wait,
+                Err(err) => {
+                    tracing::error!(
+                        error = format!("{err:#}"),
+                        "cannot read the queue; will retry"
+                    );
+                    return STORE_ERROR_BACKOFF;
+                }
+            }
         }
         let allowed = &self.settings.queue.allowed_regions;
+        let first_check = self.settings.poll.initial_interval;
         let claimed = match self
             .store
-            .claim_due(limit, |fields| validate::check(fields, allowed))
+            .record_and_claim(pending, first_check, limit, |fields| {
+                validate::check(fields, allowed)
+            })
             .await
         {
             Ok(claimed) => claimed,
             Err(err) => {
                 tracing::error!(
                     error = format!("{err:#}"),
-                    "cannot claim queued requests; will retry"
+                    unrecorded_jobs = pending.len(),
+                    "cannot record submissions or claim queued requests; will retry"
                 );
                 return STORE_ERROR_BACKOFF;
             }
         };
+        if !pending.is_empty() {
+            pending.clear();
+            self.jobs_added.notify_one();
+        }
+        if limit == 0 {
+            return wait;
+        }
         let filled = claimed.len() == limit;
         for request in claimed {
             let api = self.api.clone();
@@ -178,10 +222,9 @@ impl Submitter {
         }
     }
 
-    /// Records what calls brought back: every job in one transaction, each failure by
-    /// its own rule.
-    async fn record(&self, answered: Vec<Answered>) {
-        let _working = self.beat.working();
+    /// Sorts out what calls brought back: each failure is recorded by its own rule, and
+    /// the jobs are returned, to be recorded with the next claim.
+    async fn sort_out(&self, answered: Vec<Answered>) -> Vec<Submission> {
         let mut submitted = Vec::with_capacity(answered.len());
         for Answered { request, outcome } in answered {
             match outcome {
@@ -202,23 +245,19 @@ impl Submitter {
                     });
                 }
                 Err(err) => {
+                    let _working = self.beat.working();
                     if let Err(record_err) = self.record_failure(&request, &err).await {
-                        unrecorded(&[request.id], &record_err);
+                        tracing::error!(
+                            request_id = request.id,
+                            error = format!("{record_err:#}"),
+                            "cannot record the outcome of a submission; the request stays \
+                             submitting and is reconciled at the next start"
+                        );
                     }
                 }
             }
         }
-        if submitted.is_empty() {
-            return;
-        }
-        let first_check = self.settings.poll.initial_interval;
-        match self.store.record_submitted(&submitted, first_check).await {
-            Ok(()) => self.jobs_added.notify_one(),
-            Err(err) => {
-                let ids: Vec<i64> = submitted.iter().map(|s| s.request_id).collect();
-                unrecorded(&ids, &err);
-            }
-        }
+        submitted
     }
 
     async fn record_failure(&self, request: &ClaimedRequest, err: &ApiError) -> anyhow::Result<()> {
@@ -341,11 +380,15 @@ fn with_the_rest(
     answered
 }
 
-fn unrecorded(request_ids: &[i64], err: &anyhow::Error) {
+fn unrecorded(pending: &[Submission], err: &anyhow::Error) {
+    let request_ids: Vec<String> = pending
+        .iter()
+        .map(|one| one.request_id.to_string())
+        .collect();
     tracing::error!(
-        request_ids = ?request_ids,
+        request_ids = %request_ids.join(","),
         error = format!("{err:#}"),
-        "cannot record the outcome of a submission; the request stays submitting and is \
+        "cannot record the jobs of these submissions; the requests stay submitting and are \
          reconciled at the next start"
     );
 }

@@ -33,9 +33,9 @@ pub use reconcile::DoubtfulRequest;
 /// Connections in the pool: enough for the submitter, the poller and a report at once.
 const POOL_SIZE: u32 = 4;
 
-/// Prepared statements kept per connection: the hot queries, the other statements, and up
-/// to eight texts (row counts) of each batch statement (see [`execute_rows`]).
-const STATEMENT_CACHE: usize = 128;
+/// Prepared statements kept per connection: the hot queries, the other statements, and the
+/// 19 texts (row counts) of each batch statement (see [`execute_rows`]).
+const STATEMENT_CACHE: usize = 256;
 
 /// Longest wait between two tries of a write that found the database locked.
 const LOCKED_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -189,6 +189,10 @@ const INSERT_EVENTS: &str = "
 /// Most rows in one batch statement (7 values a row, far below SQLite's 32,766). A power
 /// of two: see [`execute_rows`].
 const ROWS_PER_STATEMENT: usize = 128;
+
+/// Batches up to this many rows go in one statement of their exact size: the submitter's
+/// batches are this small, and each statement is a round trip to the connection's thread.
+const EXACT_ROWS: usize = 16;
 
 /// The statements the daemon runs over and over, by name. Each must be answered through an
 /// index however large the tables grow, so each names its index (`INDEXED BY`, from the
@@ -527,6 +531,9 @@ impl Store {
             .statement_cache_capacity(STATEMENT_CACHE);
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
+            // A local file has no connection to lose; checking it would cost a round trip
+            // to the connection's thread on every transaction.
+            .test_before_acquire(false)
             .acquire_timeout(settings.busy_timeout.max(Duration::from_secs(30)))
             .connect_with(options)
             .await
@@ -651,31 +658,37 @@ impl Store {
         limit: usize,
         check: impl Fn(RequestFields) -> Result<ImportSpec, String>,
     ) -> anyhow::Result<Vec<ClaimedRequest>> {
-        let check = &check;
-        self.write("claim queued requests", |pool| async move {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let rows = sqlx::query(CLAIM_DUE)
-                .bind(limit as i64)
-                .fetch_all(&mut *tx)
-                .await?;
+        self.record_and_claim(&[], Duration::ZERO, limit, check)
+            .await
+    }
 
-            let mut claimed = Vec::with_capacity(rows.len());
-            for row in rows {
-                let id: i64 = row.try_get("id")?;
-                let attempts: i64 = row.try_get("attempts")?;
-                match decode_fields(&row).and_then(check) {
-                    Ok(spec) => claimed.push(ClaimedRequest {
-                        id,
-                        attempts: (attempts + 1) as u32,
-                        spec,
-                    }),
-                    Err(reason) => mark_rejected(&mut tx, id, &reason).await?,
-                }
-            }
-            mark_submitting(&mut tx, &claimed).await?;
-            tx.commit().await?;
-            Ok(claimed)
-        })
+    /// Records the jobs of `submitted` as [`Store::record_submitted`] does, then claims
+    /// as [`Store::claim_due`] does, in one transaction: the submitter's every step is one
+    /// commit, however many calls came back and however many rows it sends next.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read or written (after waiting out locks); then nothing is
+    /// recorded and nothing claimed.
+    pub async fn record_and_claim(
+        &self,
+        submitted: &[Submission],
+        first_check: Duration,
+        limit: usize,
+        check: impl Fn(RequestFields) -> Result<ImportSpec, String>,
+    ) -> anyhow::Result<Vec<ClaimedRequest>> {
+        let check = &check;
+        let jobs = &submitted_jobs(submitted);
+        self.write(
+            "record submissions and claim queued requests",
+            |pool| async move {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                track_jobs(&mut tx, jobs, first_check, "submitting", "submitted").await?;
+                let claimed = claim_in(&mut tx, limit, check).await?;
+                tx.commit().await?;
+                Ok(claimed)
+            },
+        )
         .await
     }
 
@@ -705,19 +718,7 @@ impl Store {
         submitted: &[Submission],
         first_check: Duration,
     ) -> anyhow::Result<()> {
-        let jobs: Vec<(i64, TrackedJob, String)> = submitted
-            .iter()
-            .map(|one| {
-                let tracked = TrackedJob {
-                    job: &one.job,
-                    resource_uuid: &one.job.resource_uuid,
-                    api_request_id: Some(&one.api_request_id),
-                };
-                let detail = format!("new image {}", one.job.resource_uuid);
-                (one.request_id, tracked, detail)
-            })
-            .collect();
-        let jobs = &jobs;
+        let jobs = &submitted_jobs(submitted);
         self.write("record submitted jobs", |pool| async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             track_jobs(&mut tx, jobs, first_check, "submitting", "submitted").await?;
@@ -1242,6 +1243,52 @@ fn open_job(row: &SqliteRow, region: &str) -> Result<OpenJob, sqlx::Error> {
     })
 }
 
+/// The jobs ImportCIMG answers returned, as [`track_jobs`] takes them.
+fn submitted_jobs(submitted: &[Submission]) -> Vec<(i64, TrackedJob<'_>, String)> {
+    submitted
+        .iter()
+        .map(|one| {
+            let tracked = TrackedJob {
+                job: &one.job,
+                resource_uuid: &one.job.resource_uuid,
+                api_request_id: Some(&one.api_request_id),
+            };
+            let detail = format!("new image {}", one.job.resource_uuid);
+            (one.request_id, tracked, detail)
+        })
+        .collect()
+}
+
+/// Claims up to `limit` due queued rows (see [`Store::claim_due`]).
+async fn claim_in(
+    tx: &mut Tx,
+    limit: usize,
+    check: impl Fn(RequestFields) -> Result<ImportSpec, String>,
+) -> Result<Vec<ClaimedRequest>, sqlx::Error> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(CLAIM_DUE)
+        .bind(limit as i64)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let attempts: i64 = row.try_get("attempts")?;
+        match decode_fields(&row).and_then(&check) {
+            Ok(spec) => claimed.push(ClaimedRequest {
+                id,
+                attempts: (attempts + 1) as u32,
+                spec,
+            }),
+            Err(reason) => mark_rejected(tx, id, &reason).await?,
+        }
+    }
+    mark_submitting(tx, &claimed).await?;
+    Ok(claimed)
+}
+
 /// Moves each job's request from `from` to `submitted`, then inserts the job (once) and
 /// appends a `kind` event with the row's detail to its history: a constant number of
 /// statements for the batch. A request no longer in `from` (an operator changed or
@@ -1600,9 +1647,10 @@ async fn insert_events(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<(), sqlx:
 /// statement's `RETURNING` clause gave back, if it has one.
 ///
 /// The rows go in chunks of [`ROWS_PER_STATEMENT`], then of the powers of two that make up
-/// the rest (100 rows: 64 + 32 + 4), so that each statement has at most eight texts and
-/// each text is prepared once per connection, then found in the statement cache: parsing a
-/// long `VALUES` list anew every time would cost more than running it.
+/// the rest down to [`EXACT_ROWS`], then the rest in one (100 rows: 64 + 32 + 4), so that
+/// each statement has at most 19 texts and each text is prepared once per connection, then
+/// found in the statement cache: parsing a long `VALUES` list anew every time would cost
+/// more than running it.
 async fn execute_rows<'r, R>(
     tx: &mut Tx,
     sql: &str,
@@ -1628,11 +1676,13 @@ async fn execute_rows<'r, R>(
     Ok(returned)
 }
 
-/// The next chunk for `left` rows: [`ROWS_PER_STATEMENT`], or the largest power of two not
-/// above `left`.
+/// The next chunk for `left` rows: [`ROWS_PER_STATEMENT`], the largest power of two not
+/// above `left`, or all of them when they are at most [`EXACT_ROWS`].
 fn chunk_size(left: usize) -> usize {
     if left >= ROWS_PER_STATEMENT {
         ROWS_PER_STATEMENT
+    } else if left <= EXACT_ROWS {
+        left
     } else {
         1 << left.ilog2()
     }
@@ -1806,8 +1856,10 @@ mod tests {
             sizes
         };
         assert_eq!(sizes(100), [64, 32, 4]);
-        assert_eq!(sizes(300), [128, 128, 32, 8, 4]);
+        assert_eq!(sizes(300), [128, 128, 32, 12]);
+        assert_eq!(sizes(7), [7]);
         assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(49), [32, 16, 1]);
         for sql in batch {
             let one = with_rows(sql, 1);
             assert_eq!(one, sql, "the constant is the one-row statement");

@@ -20,6 +20,11 @@ use crate::{procfs, seed};
 /// Rows of `throughput`.
 const THROUGHPUT_ROWS: usize = 10_000;
 
+/// `queue.concurrency` of the main `throughput` run. With no latency the in-flight limit
+/// hardly bounds anything; what is measured is the daemon's own cost per request, spread
+/// over bigger steps. The run at the default (8) is reported beside it.
+const THROUGHPUT_CONCURRENCY: usize = 64;
+
 /// Rows of `latency-bound`: at the expected ~160 submissions per second, about 13 s.
 const LATENCY_ROWS: usize = 2_000;
 
@@ -62,11 +67,19 @@ impl Run {
     }
 }
 
-/// `throughput`: 10,000 rows, no added latency, jobs ending in 2 s.
+/// `throughput`: 10,000 rows, no added latency, jobs ending in 2 s; at
+/// [`THROUGHPUT_CONCURRENCY`] calls in flight, then at the default.
 pub async fn throughput() -> anyhow::Result<Vec<Figure>> {
     const S: &str = "throughput";
-    let run = submit_all(THROUGHPUT_ROWS, 0).await?;
+    let concurrency = THROUGHPUT_CONCURRENCY.to_string();
+    let run = submit_all(
+        THROUGHPUT_ROWS,
+        0,
+        &[("QUEUE__CONCURRENCY", concurrency.clone())],
+    )
+    .await?;
     let mut figures = vec![
+        Figure::info(S, "queue.concurrency", concurrency),
         Figure::at_least(S, "submissions per second", run.rate(), 2000.0, "/s"),
         Figure::under(
             S,
@@ -77,13 +90,37 @@ pub async fn throughput() -> anyhow::Result<Vec<Figure>> {
         ),
     ];
     figures.extend(common_figures(S, &run));
+
+    let default = QueueSettings::default().concurrency;
+    let at_default = submit_all(THROUGHPUT_ROWS, 0, &[]).await?;
+    figures.extend([
+        Figure::info(
+            S,
+            &format!("at the default queue.concurrency ({default}): submissions per second"),
+            format!("{} /s", number(at_default.rate())),
+        ),
+        Figure::info(
+            S,
+            &format!("at the default queue.concurrency ({default}): every request ended"),
+            format!("{:.1} s after the first insert", at_default.times.ended_s),
+        ),
+        Figure::info(
+            S,
+            &format!("at the default queue.concurrency ({default}): daemon CPU time"),
+            format!(
+                "{:.2} s over {:.1} s",
+                at_default.cpu.cpu_s,
+                at_default.cpu.wall.as_secs_f64()
+            ),
+        ),
+    ]);
     Ok(figures)
 }
 
 /// `latency-bound`: 2,000 rows with 50 ms added to every call, default concurrency.
 pub async fn latency_bound() -> anyhow::Result<Vec<Figure>> {
     const S: &str = "latency-bound";
-    let run = submit_all(LATENCY_ROWS, LATENCY_MS).await?;
+    let run = submit_all(LATENCY_ROWS, LATENCY_MS, &[]).await?;
     let concurrency = QueueSettings::default().concurrency as f64;
     let ceiling = concurrency / (LATENCY_MS as f64 / 1000.0);
     let share = run.rate() / ceiling * 100.0;
@@ -174,8 +211,13 @@ fn common_figures(scenario: &'static str, run: &Run) -> Vec<Figure> {
     ]
 }
 
-/// Queues `rows` rows at once with the daemon running and waits until all have ended.
-async fn submit_all(rows: usize, latency_ms: u64) -> anyhow::Result<Run> {
+/// Queues `rows` rows at once with the daemon running (with `overrides` to its settings)
+/// and waits until all have ended.
+async fn submit_all(
+    rows: usize,
+    latency_ms: u64,
+    overrides: &[(&str, String)],
+) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("imports.db");
     seed::create_database(&db).await?;
@@ -189,7 +231,7 @@ async fn submit_all(rows: usize, latency_ms: u64) -> anyhow::Result<Run> {
     };
     let simulator = Simulator::start("127.0.0.1:0".parse()?, options).await?;
     let base_url = simulator.base_url();
-    let daemon = tokio::task::block_in_place(|| Daemon::start(&db, &base_url, &[]))?;
+    let daemon = tokio::task::block_in_place(|| Daemon::start(&db, &base_url, overrides))?;
     let operator = seed::operator(&db).await?;
 
     let before = procfs::sample(daemon.pid())?;

@@ -4,8 +4,10 @@
 //! Each job has its own `next_check_at`, set from its age by [`schedule::next_check_in`].
 //! A round takes every job due now or within a fifth of `poll.initial_interval`, and the
 //! schedule hangs on each job's creation time, so jobs submitted together stay together
-//! and share calls. A job the answer leaves out is not an
-//! error: it is counted and asked about again next time.
+//! and share calls. A region's last call of a round, if it has room, also takes the jobs
+//! due next within a fifth of `poll.max_interval`, so that jobs queued at scattered moments
+//! share calls too. A job the answer leaves out is not an error: it is counted and asked
+//! about again next time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +98,13 @@ impl Poller {
         self.settings.initial_interval / 5
     }
 
+    /// How far ahead of its time a job may be taken into a call that goes out anyway, to
+    /// fill its last batch: a fifth of `poll.max_interval`. Jobs due at scattered moments
+    /// (queued one by one, hours apart) then share calls instead of each costing one.
+    fn fill_window(&self) -> Duration {
+        (self.settings.max_interval / 5).max(self.early())
+    }
+
     /// One round: every due job of every region, in batches of `poll.batch_size`, with at
     /// most `poll.concurrency` calls in flight. The calls keep going out while a recorder
     /// writes what came back, each write covering every answer that arrived meanwhile: the
@@ -119,21 +128,27 @@ impl Poller {
         answered: &mpsc::Sender<Vec<PolledJob>>,
     ) -> anyhow::Result<()> {
         let horizon = self.early();
-        let page = self.settings.batch_size * self.settings.concurrency;
+        let batch_size = self.settings.batch_size;
+        let page = batch_size * self.settings.concurrency;
         let mut calls = JoinSet::new();
         let mut failed = None;
         'regions: for region in self.store.due_regions(horizon).await? {
             let mut position: Option<(String, i64)> = None;
             loop {
                 let after = position.as_ref().map(|(at, id)| (at.as_str(), *id));
-                let jobs = self.store.due_jobs(&region, horizon, after, page).await?;
+                let mut jobs = self.store.due_jobs(&region, horizon, after, page).await?;
                 let Some(last) = jobs.last() else { break };
                 position = Some((last.next_check_at.clone(), last.id));
                 let full = jobs.len() == page;
+                let room = (batch_size - jobs.len() % batch_size) % batch_size;
+                if !full && room > 0 {
+                    let after = position.as_ref().map(|(at, id)| (at.as_str(), *id));
+                    let window = self.fill_window();
+                    jobs.extend(self.store.due_jobs(&region, window, after, room).await?);
+                }
                 let mut jobs = jobs.into_iter().peekable();
                 while jobs.peek().is_some() {
-                    let batch: Vec<OpenJob> =
-                        jobs.by_ref().take(self.settings.batch_size).collect();
+                    let batch: Vec<OpenJob> = jobs.by_ref().take(batch_size).collect();
                     while calls.len() >= self.settings.concurrency {
                         failed = failed.or(task_failure(calls.join_next().await));
                     }
@@ -189,7 +204,9 @@ impl Poller {
 
 impl Poller {
     /// Decides the next check of a job from its age and what the round learned: overdue
-    /// jobs wait `max_interval`, jobs whose call failed back off further.
+    /// jobs wait `max_interval`, jobs whose call failed back off further. A job checked
+    /// ahead of its time (`due_in`) moves on to its next point, not back to the one it was
+    /// checked for.
     fn plan(&self, open: OpenJob, observation: Observation) -> PolledJob {
         let settings = &self.settings;
         let finished = matches!(&observation, Observation::Seen { job, .. } if job.done);
@@ -201,7 +218,7 @@ impl Poller {
                 open.age,
                 settings.initial_interval,
                 settings.max_interval,
-                self.early(),
+                self.early() + open.due_in,
             )
         };
         if matches!(observation, Observation::CallFailed) {
@@ -328,6 +345,7 @@ mod tests {
             poll_errors: 0,
             overdue: false,
             next_check_at: String::new(),
+            due_in: Duration::ZERO,
         }
     }
 

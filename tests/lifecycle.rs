@@ -146,6 +146,31 @@ async fn two_regions_are_polled_with_one_job_result_call_per_region_per_round() 
 }
 
 #[tokio::test]
+async fn jobs_queued_at_scattered_moments_share_a_call_that_goes_out_anyway() {
+    let mut world = World::new(quick_jobs(60_000)).await;
+    // Rows are picked up within 50 ms, so each job is created at its own moment and falls
+    // due at its own moment; a fifth of a 10 s max_interval lets a call take in jobs due
+    // within the next 2 s.
+    world.settings.queue.scan_interval = Duration::from_millis(50);
+    world.settings.poll.max_interval = Duration::from_secs(10);
+    let daemon = world.start();
+    for n in 0..8 {
+        world.insert("gz", &format!("scattered-{n}"), "bj").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let called = common::wait_for(Duration::from_secs(5), || async {
+        !world.stats().job_result_calls.is_empty()
+    })
+    .await;
+    daemon.stop().await;
+    assert!(called, "no JobResult call within 5 s");
+    let calls = world.stats().job_result_calls;
+    // Without filling, the first round would ask only about the jobs due within a fifth
+    // of the initial interval: two or three of them.
+    assert_eq!(calls[0].asked, 8, "{calls:?}");
+}
+
+#[tokio::test]
 async fn batches_split_a_region_only_when_the_batch_size_requires() {
     for (region, asked) in polled_per_region(5).await {
         let want: &[u64] = if region == "gz" {

@@ -77,7 +77,8 @@ const DUE_JOBS: &str = "
     SELECT id, request_id, job_uuid, resource_uuid, status, progress, result,
            missed_polls, poll_errors, overdue_at IS NOT NULL AS overdue,
            next_check_at,
-           (julianday('now') - julianday(created_at)) * 86400.0 AS age_seconds
+           (julianday('now') - julianday(created_at)) * 86400.0 AS age_seconds,
+           (julianday(next_check_at) - julianday('now')) * 86400.0 AS due_in_seconds
     FROM jobs INDEXED BY jobs_open_due
     WHERE finished_at IS NULL AND region_id = ?
       AND next_check_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
@@ -396,6 +397,8 @@ pub struct OpenJob {
     pub overdue: bool,
     /// Position in the due order, for paging: `next_check_at`.
     pub next_check_at: String,
+    /// Time until it is due when it was read: zero if it was due already.
+    pub due_in: Duration,
 }
 
 /// What one JobResult round learned about one job.
@@ -1213,6 +1216,7 @@ fn decode_fields(row: &SqliteRow) -> Result<RequestFields, String> {
 /// that says a job is done also ends its tracking.
 fn open_job(row: &SqliteRow, region: &str) -> Result<OpenJob, sqlx::Error> {
     let age: f64 = row.try_get("age_seconds")?;
+    let due_in: f64 = row.try_get("due_in_seconds")?;
     let last = Job {
         job_uuid: row.try_get("job_uuid")?,
         resource_uuid: row
@@ -1240,6 +1244,7 @@ fn open_job(row: &SqliteRow, region: &str) -> Result<OpenJob, sqlx::Error> {
         poll_errors: row.try_get::<i64, _>("poll_errors")? as u32,
         overdue: row.try_get("overdue")?,
         next_check_at: row.try_get("next_check_at")?,
+        due_in: Duration::from_secs_f64(due_in.max(0.0)),
     })
 }
 

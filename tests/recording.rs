@@ -208,3 +208,39 @@ async fn a_round_records_every_job_of_a_large_batch_once() {
     assert_eq!((missed, errors), (100, 100));
     store.close().await;
 }
+
+#[tokio::test]
+async fn the_next_job_due_is_the_earliest_across_regions() {
+    let world = World::new(SimOptions::default()).await;
+    let store = Store::open(&world.settings.database).await.unwrap();
+    assert_eq!(store.next_job_due_in().await.unwrap(), None);
+    for (region, first_check) in [("gz", 30), ("bj", 45), ("sh", 10), ("hk", 60)] {
+        world.insert(region, &format!("{region}-image"), "hb").await;
+        let claimed = store
+            .claim_due(10, |fields| validate::check(fields, &[]))
+            .await
+            .unwrap();
+        let submissions: Vec<Submission> = claimed
+            .iter()
+            .map(|request| Submission {
+                request_id: request.id,
+                job: job(&format!("j-{region}"), false),
+                api_request_id: "req".to_owned(),
+            })
+            .collect();
+        store
+            .record_submitted(&submissions, Duration::from_secs(first_check))
+            .await
+            .unwrap();
+    }
+    let next = store
+        .next_job_due_in()
+        .await
+        .unwrap()
+        .expect("jobs are open");
+    assert!(
+        next > Duration::from_secs(8) && next <= Duration::from_secs(10),
+        "{next:?}"
+    );
+    store.close().await;
+}

@@ -3,6 +3,10 @@
 
 use std::io::IsTerminal;
 
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{Format, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
@@ -41,10 +45,43 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
         .with_target(false);
     match format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
-        LogFormat::Journal => builder.with_ansi(false).without_time().init(),
+        LogFormat::Journal => builder
+            .with_ansi(false)
+            .event_format(JournalPriority(
+                Format::default().with_target(false).without_time(),
+            ))
+            .init(),
         _ => builder.with_ansi(terminal).init(),
     }
     Ok(())
+}
+
+/// Plain lines, each led by the syslog priority of its level (`<3>` for an error, `<4>` a
+/// warning, `<6>` information, `<7>` debugging), which journald reads off a service's stderr
+/// and stores as the entry's priority, so that `journalctl -p warning` finds the warnings.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            Level::DEBUG | Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// Checks `log.level`: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or

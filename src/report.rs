@@ -8,11 +8,15 @@ use serde_json::{json, Value};
 use crate::store::operator::{JobRecord, RequestRecord};
 use crate::store::{HistoryRow, StatusRow};
 
+/// Longest cell a table shows, in characters; a longer one (a name or an error pasted a
+/// thousand times over) is cut, ending in `…`. `show` prints the request's own columns whole.
+const MAX_CELL: usize = 300;
+
 /// Renders rows under headers, each column as wide as its widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| row.iter().map(|cell| printable(cell)).collect())
+        .map(|row| row.iter().map(|cell| clip(&printable(cell))).collect())
         .collect();
     let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -25,7 +29,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut text = String::new();
         for (cell, width) in cells.zip(&widths) {
-            let _ = write!(text, "{cell:<width$}  ");
+            text.push_str(cell);
+            let pad = width.saturating_sub(cell.chars().count()) + 2;
+            text.extend(std::iter::repeat_n(' ', pad));
         }
         out.push_str(text.trim_end());
         out.push('\n');
@@ -39,15 +45,35 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A cell as it may reach a terminal: control characters (an escape sequence or a newline
-/// typed into a name) are shown escaped, never sent as they are.
+/// `text` cut to [`MAX_CELL`] characters.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_CELL - 1) {
+        Some((end, _)) if text.len() > end + 1 => format!("{}…", &text[..end]),
+        _ => text.to_owned(),
+    }
+}
+
+/// Whether a character would change how a terminal shows what follows: a control
+/// character (an escape sequence, a newline) or a bidirectional override that reverses
+/// the text around it.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// A value as it may reach a terminal: control characters (an escape sequence or a
+/// newline typed into a name) and bidirectional overrides are shown escaped, never sent as
+/// they are.
 pub fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(is_unsafe) {
         return text.to_owned();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if is_unsafe(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
@@ -136,7 +162,7 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
         .unwrap_or(0);
     let mut out = String::new();
     for (label, value) in shown {
-        let _ = writeln!(out, "{label:<width$}  {value}");
+        let _ = writeln!(out, "{label:<width$}  {}", printable(value));
     }
     out
 }
@@ -268,5 +294,24 @@ mod tests {
             ("state", "queued".into()),
         ]);
         assert_eq!(text, "id     7\nstate  queued\n");
+    }
+
+    #[test]
+    fn what_could_steer_a_terminal_is_shown_escaped() {
+        let typed = "tab\tnl\nesc\u{1b}[31mred \u{202E}desrever";
+        let want = "tab\\tnl\\nesc\\u{1b}[31mred \\u{202e}desrever";
+        assert_eq!(printable(typed), want);
+        assert_eq!(fields(&[("name", typed.into())]), format!("name  {want}\n"));
+        let table = table(&["name"], &[vec![typed.into()]]);
+        assert_eq!(table.lines().nth(2), Some(want));
+    }
+
+    #[test]
+    fn a_huge_cell_is_cut_and_cannot_break_the_table() {
+        let huge = "b".repeat(1_000_000);
+        let text = table(&["id", "name"], &[vec!["1".into(), huge]]);
+        let row = text.lines().nth(2).unwrap();
+        assert_eq!(row.chars().count(), "1   ".len() + MAX_CELL);
+        assert!(row.ends_with("b…"), "{row}");
     }
 }

@@ -148,7 +148,23 @@ async fn watchdog_pings_stop_while_the_poll_loop_is_stuck_and_resume_after() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("withholding watchdog pings"), "{stderr}");
+    // journald takes each line's priority from its `<N>` prefix.
+    let withholding = stderr
+        .lines()
+        .find(|line| line.contains("withholding watchdog pings"))
+        .unwrap();
+    assert!(withholding.starts_with("<3>"), "{withholding:?}");
+    assert!(
+        stderr.lines().any(|line| line.starts_with("<6>")),
+        "{stderr}"
+    );
     for line in stderr.lines() {
+        let priority = line.strip_prefix('<').and_then(|rest| rest.split_once('>'));
+        assert!(
+            priority.is_some_and(|(digit, _)| ["3", "4", "6", "7"].contains(&digit)),
+            "no syslog priority under journald: {line:?}"
+        );
+        let line = priority.map_or(line, |(_, rest)| rest);
         assert!(
             !line.contains('\u{1b}'),
             "colour codes under journald: {line:?}"

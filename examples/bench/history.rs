@@ -241,13 +241,20 @@ async fn plans_use_indexes(store: &Store) -> anyhow::Result<Figure> {
 }
 
 /// A plan line reading a whole table (by name or alias) without an index; the rows a batch
-/// statement brings along (`WITH o (...) AS (VALUES ...)`) and constant rows are not tables.
+/// statement brings along (`WITH o (...) AS (VALUES ...)`), the steps of a `WITH RECURSIVE`
+/// walk and constant rows are not tables.
 fn is_table_scan(line: &str, sql: &str) -> bool {
     let words: Vec<&str> = sql.split_whitespace().collect();
     let own_rows: Vec<&str> = words
-        .windows(2)
-        .filter(|pair| pair[0] == "WITH")
-        .map(|pair| pair[1])
+        .windows(3)
+        .filter(|words| words[0] == "WITH")
+        .map(|words| {
+            if words[1] == "RECURSIVE" {
+                words[2]
+            } else {
+                words[1]
+            }
+        })
         .collect();
     line.trim().strip_prefix("SCAN ").is_some_and(|rest| {
         let subject = rest.split_whitespace().next().unwrap_or_default();

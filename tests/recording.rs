@@ -244,3 +244,63 @@ async fn the_next_job_due_is_the_earliest_across_regions() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn progress_within_one_percent_updates_the_job_but_not_the_history() {
+    let world = World::new(SimOptions::default()).await;
+    let store = Store::open(&world.settings.database).await.unwrap();
+    let id = world.insert("gz", "slow-copy", "hb").await;
+    store
+        .claim_due(1, |fields| validate::check(fields, &[]))
+        .await
+        .unwrap();
+    let submitted = Submission {
+        request_id: id,
+        job: job("j-slow", false),
+        api_request_id: "req".to_owned(),
+    };
+    store
+        .record_submitted(&[submitted], Duration::ZERO)
+        .await
+        .unwrap();
+    let progressed = || async {
+        world
+            .history_kinds(id)
+            .await
+            .iter()
+            .filter(|kind| *kind == "job_progressed")
+            .count()
+    };
+    // Recorded at 10%; the API then says 10.3, 10.4, then 11.
+    for (progress, events) in [(10.3, 0), (10.4, 0), (11.0, 1)] {
+        let open = store
+            .due_jobs("gz", Duration::from_secs(1), None, 10)
+            .await
+            .unwrap();
+        let polled: Vec<PolledJob> = open
+            .into_iter()
+            .map(|open| PolledJob {
+                open,
+                observation: Observation::Seen {
+                    job: Job {
+                        progress,
+                        ..job("j-slow", false)
+                    },
+                    api_request_id: "req-poll".to_owned(),
+                },
+                next_check: Duration::ZERO,
+                newly_overdue: false,
+            })
+            .collect();
+        assert_eq!(polled.len(), 1);
+        store.record_round(&polled).await.unwrap();
+        assert_eq!(progressed().await, events, "at {progress}%");
+        let stored: f64 = sqlx::query_scalar("SELECT progress FROM jobs WHERE request_id = ?")
+            .bind(id)
+            .fetch_one(&world.operator)
+            .await
+            .unwrap();
+        assert_eq!(stored, progress);
+    }
+    store.close().await;
+}

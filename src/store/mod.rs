@@ -1489,7 +1489,9 @@ impl<'a> RoundWrites<'a> {
 
     fn seen_job(&mut self, open: &'a OpenJob, job: &'a Job, api_request_id: &'a str, next: String) {
         self.seen.push((open.id, job, next));
-        let changed = job.progress != open.last.progress
+        // The history shows progress in whole percent: a move within one percent (12.34 to
+        // 12.36) is kept in the job's row but is no news worth a history row.
+        let changed = job.progress.round() != open.last.progress.round()
             || job.done != open.last.done
             || job.success != open.last.success
             || job.result != open.last.result

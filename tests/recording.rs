@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cimg_importd::api::Job;
 use cimg_importd::simulator::SimOptions;
-use cimg_importd::store::{Observation, PolledJob, Store, Submission};
+use cimg_importd::store::{Observation, OpenJob, PolledJob, Store, Submission};
 use cimg_importd::validate;
 use common::World;
 
@@ -22,6 +22,21 @@ fn job(uuid: &str, done: bool) -> Job {
         success: done,
         ..Job::default()
     }
+}
+
+/// What a round learns when the answer shows each of `open` as `job` says.
+fn seen_as(open: Vec<OpenJob>, job: &Job) -> Vec<PolledJob> {
+    open.into_iter()
+        .map(|open| PolledJob {
+            open,
+            observation: Observation::Seen {
+                job: job.clone(),
+                api_request_id: "req-poll".to_owned(),
+            },
+            next_check: Duration::ZERO,
+            newly_overdue: false,
+        })
+        .collect()
 }
 
 async fn job_count(world: &World, request_id: i64) -> i64 {
@@ -101,18 +116,7 @@ async fn a_batch_of_outcomes_skips_requests_an_operator_changed_meanwhile() {
         .execute(&world.operator)
         .await
         .unwrap();
-    let polled: Vec<PolledJob> = open
-        .into_iter()
-        .map(|open| PolledJob {
-            open,
-            observation: Observation::Seen {
-                job: job("j-kept", true),
-                api_request_id: "req-poll".to_owned(),
-            },
-            next_check: Duration::from_secs(60),
-            newly_overdue: false,
-        })
-        .collect();
+    let polled = seen_as(open, &job("j-kept", true));
     let summary = store.record_round(&polled).await.unwrap();
     assert!(summary.finished.is_empty(), "{summary:?}");
     assert_eq!(world.state(kept).await, "cancelled");
@@ -277,21 +281,13 @@ async fn progress_within_one_percent_updates_the_job_but_not_the_history() {
             .due_jobs("gz", Duration::from_secs(1), None, 10)
             .await
             .unwrap();
-        let polled: Vec<PolledJob> = open
-            .into_iter()
-            .map(|open| PolledJob {
-                open,
-                observation: Observation::Seen {
-                    job: Job {
-                        progress,
-                        ..job("j-slow", false)
-                    },
-                    api_request_id: "req-poll".to_owned(),
-                },
-                next_check: Duration::ZERO,
-                newly_overdue: false,
-            })
-            .collect();
+        let polled = seen_as(
+            open,
+            &Job {
+                progress,
+                ..job("j-slow", false)
+            },
+        );
         assert_eq!(polled.len(), 1);
         store.record_round(&polled).await.unwrap();
         assert_eq!(progressed().await, events, "at {progress}%");

@@ -195,10 +195,11 @@ const END_REQUESTS: &str = "
 
 /// History rows, appended in order.
 const INSERT_EVENTS: &str = "
-    INSERT INTO events (request_id, kind, state, job_uuid, progress, detail, api_request_id)
-    VALUES (?, ?, ?, ?, ?, ?, ?)";
+    INSERT INTO events (request_id, kind, state, job_uuid, progress, detail, errno, errmsg,
+                        api_request_id)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-/// Most rows in one batch statement (7 values a row, far below SQLite's 32,766). A power
+/// Most rows in one batch statement (9 values a row at most, far below SQLite's 32,766). A power
 /// of two: see [`execute_rows`].
 const ROWS_PER_STATEMENT: usize = 128;
 
@@ -1619,7 +1620,7 @@ impl<'a> RoundWrites<'a> {
     }
 }
 
-/// One history row, for the statements that append many at once.
+/// One history row, as every statement that appends to the history takes it.
 #[derive(Debug, Clone)]
 struct NewEvent<'a> {
     request_id: i64,
@@ -1628,6 +1629,8 @@ struct NewEvent<'a> {
     job_uuid: Option<&'a str>,
     progress: Option<f64>,
     detail: Option<String>,
+    errno: Option<i64>,
+    errmsg: Option<&'a str>,
     api_request_id: Option<&'a str>,
 }
 
@@ -1640,6 +1643,8 @@ impl<'a> NewEvent<'a> {
             job_uuid: None,
             progress: None,
             detail: None,
+            errno: None,
+            errmsg: None,
             api_request_id: None,
         }
     }
@@ -1654,6 +1659,8 @@ async fn insert_events(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<(), sqlx:
         args.add(event.job_uuid)?;
         args.add(event.progress)?;
         args.add(event.detail.as_deref())?;
+        args.add(event.errno)?;
+        args.add(event.errmsg)?;
         args.add(event.api_request_id)
     })
     .await?;
@@ -1752,15 +1759,7 @@ async fn mark_overdue(tx: &mut Tx, open: &OpenJob) -> Result<(), sqlx::Error> {
 /// Builder for one history row, so each call site names only what it knows.
 struct EventInsert<'t, 'a> {
     tx: &'t mut Tx,
-    request_id: i64,
-    kind: &'a str,
-    state: &'a str,
-    job_uuid: Option<&'a str>,
-    progress: Option<f64>,
-    detail: Option<String>,
-    errno: Option<i64>,
-    errmsg: Option<String>,
-    api_request_id: Option<String>,
+    event: NewEvent<'a>,
 }
 
 fn append_event<'t, 'a>(
@@ -1773,39 +1772,33 @@ fn append_event<'t, 'a>(
 ) -> EventInsert<'t, 'a> {
     EventInsert {
         tx,
-        request_id,
-        kind,
-        state,
-        job_uuid,
-        progress,
-        detail: None,
-        errno: None,
-        errmsg: None,
-        api_request_id: None,
+        event: NewEvent {
+            job_uuid,
+            progress,
+            ..NewEvent::new(request_id, kind, state)
+        },
     }
 }
 
-impl EventInsert<'_, '_> {
+impl<'a> EventInsert<'_, 'a> {
     fn detail(mut self, detail: &str) -> Self {
-        self.detail = Some(detail.to_owned());
+        self.event.detail = Some(detail.to_owned());
         self
     }
 
     fn api(
         mut self,
         errno: Option<i64>,
-        errmsg: Option<&str>,
-        api_request_id: Option<&str>,
+        errmsg: Option<&'a str>,
+        api_request_id: Option<&'a str>,
     ) -> Self {
-        self.errno = errno;
-        self.errmsg = errmsg.map(str::to_owned);
-        self.api_request_id = api_request_id
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned);
+        self.event.errno = errno;
+        self.event.errmsg = errmsg;
+        self.event.api_request_id = api_request_id.filter(|id| !id.is_empty());
         self
     }
 
-    fn failure(self, failure: &Failure) -> Self {
+    fn failure(self, failure: &'a Failure) -> Self {
         self.api(
             failure.errno,
             failure.errmsg.as_deref(),
@@ -1814,23 +1807,7 @@ impl EventInsert<'_, '_> {
     }
 
     async fn execute(self) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO events (request_id, kind, state, job_uuid, progress, detail, errno, errmsg,
-                                 api_request_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(self.request_id)
-        .bind(self.kind)
-        .bind(self.state)
-        .bind(self.job_uuid)
-        .bind(self.progress)
-        .bind(self.detail)
-        .bind(self.errno)
-        .bind(self.errmsg)
-        .bind(self.api_request_id)
-        .execute(&mut **self.tx)
-        .await?;
-        Ok(())
+        insert_events(self.tx, &[self.event]).await
     }
 }
 
